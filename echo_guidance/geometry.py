@@ -4,45 +4,77 @@ An action a = (x, y, z, roll, pitch, yaw) has its translation in millimetres and
 degrees. U(a) is the 4x4 homogeneous transform with translation (x, y, z) and rotation
 R = Rz(yaw) · Ry(pitch) · Rx(roll) (SciPy's ``Rotation.from_euler("xyz", ..., degrees=True)``,
 the same as ROS/tf2 RPY). Every 4x4 transform inside echo_guidance is in millimetres; ROS
-messages are in metres, and only the ``*_msg`` conversion functions here convert.
+messages are in metres, and only the ``*_msg`` / ``*_pose_stamped`` conversion functions here convert.
 
-All functions are batched over leading dimensions. The action/matrix functions accept NumPy
-arrays or torch tensors and return the same kind (torch is imported only when a tensor is
-passed), and the torch versions are differentiable so that the world-model loss can
-backpropagate through a composed action.
+All functions are batched over leading dimensions. The action, transform, error and quaternion
+functions accept NumPy arrays or torch tensors and return the same kind (torch is imported only when
+a tensor is passed; a NumPy argument next to a tensor is converted to the tensor's dtype and device).
+NumPy results are float64. Torch results keep the input's floating dtype and device, and the torch
+versions are differentiable, so that the world-model loss can backpropagate through a composed action.
 
-Validation: NumPy inputs are fully checked (shapes, finiteness, rigid rotation blocks) and raise
-GeometryError naming the problem. Torch inputs are checked for shape only: checking values would
-force a device-to-host copy on every training step; the training data is validated when the
-dataset is built instead.
+Validation:
+    NumPy inputs are fully checked (shape, finiteness, rigid rotation blocks, unit quaternions) and
+    raise GeometryError naming the problem and, for batches, the first offending index. Torch
+    tensors are checked for shape always, and for NaN/inf only when they live on the CPU and are not
+    being traced, scripted or compiled: checking the values of a GPU tensor forces a device-to-host
+    synchronisation on every training step, and a traced graph (ONNX export) must not contain Python
+    branches on values. Rigidity of torch transforms is not checked (the training data is validated
+    when the dataset is built).
+
+Gimbal lock:
+    At pitch = ±90° only yaw − roll (pitch +90°) or yaw + roll (pitch −90°) is determined.
+    matrix_to_action then returns yaw = 0 and puts the whole rotation about the vertical axis into
+    roll; U of the result reproduces the matrix. "At" means |cos(pitch)| below 1e-12 for float64
+    (≈ 6e-11° from ±90°), or 8 machine epsilons for lower-precision torch tensors (≈ 5e-5° for
+    float32, below which float32 cannot resolve yaw anyway). Close to the lock the Euler angles
+    themselves are ill-conditioned: d(yaw)/dR grows as 1/cos(pitch). The torch gradients stay finite
+    (bounded by ~1e12 for float64 and ~1e6 for float32), and are zero for yaw inside the lock.
 """
+
+import math
 
 import numpy as np
 
 ROTATION_TOLERANCE = 1e-5
 """Largest allowed deviation of R^T R from I (max abs entry) and of det R from 1."""
 
+BOTTOM_ROW_TOLERANCE = 1e-9
+"""Largest allowed deviation of a transform's bottom row from [0, 0, 0, 1]."""
+
 QUATERNION_NORM_TOLERANCE = 1e-3
 """Quaternions whose norm is within this of 1 are normalised; others are rejected."""
 
-# Below this value of cos(pitch) the yaw angle is undetermined (gimbal lock): it is set to 0 and the
-# whole rotation about the vertical axis is expressed as roll, so the matrix is still reproduced.
-_GIMBAL_EPS = 1e-12
+GIMBAL_LOCK_COS_FLOAT64 = 1e-12
+"""|cos(pitch)| below which yaw is set to 0 (float64; see the module docstring for other dtypes)."""
 
 
 class GeometryError(ValueError):
     """A pose, action or transform that violates the conventions (shape, NaN, non-rigid rotation)."""
 
 
+# ---------------------------------------------------------------------------------------------
+# Input handling
+
+
 def _is_torch(x):
     return type(x).__module__.startswith('torch')
+
+
+def _shape_text(tail):
+    return '(..., ' + ', '.join(str(d) for d in tail) + ')'
 
 
 def _check_shape(x, tail, what):
     shape = tuple(x.shape)
     if len(shape) < len(tail) or shape[len(shape) - len(tail):] != tail:
-        expected = '(..., ' + ', '.join(str(d) for d in tail) + ')'
-        raise GeometryError(f'{what} must have shape {expected}, got {shape}')
+        raise GeometryError(f'{what} must have shape {_shape_text(tail)}, got {shape}')
+
+
+def _first_bad_index(mask):
+    """Text naming the first True entry of a batch mask, e.g. ' (first at index (2, 0))'."""
+    if mask.ndim == 0:
+        return ''
+    return f' (first at index {tuple(int(i) for i in np.argwhere(mask)[0])})'
 
 
 def _as_checked_array(x, tail, what):
@@ -51,39 +83,106 @@ def _as_checked_array(x, tail, what):
     except (TypeError, ValueError) as exc:
         raise GeometryError(f'{what} must be numeric, got {type(x).__name__}: {exc}') from None
     _check_shape(arr, tail, what)
-    if not np.all(np.isfinite(arr)):
-        bad = int(np.size(arr) - np.count_nonzero(np.isfinite(arr)))
-        raise GeometryError(f'{what} contains {bad} NaN or infinite value(s)')
+    finite = np.isfinite(arr)
+    if not finite.all():
+        bad = int(finite.size - np.count_nonzero(finite))
+        per_item = ~finite.reshape(arr.shape[:arr.ndim - len(tail)] + (-1,)).all(axis=-1)
+        raise GeometryError(f'{what} contains {bad} NaN or infinite value(s){_first_bad_index(per_item)}')
     return arr
+
+
+def _values_checkable(t):
+    """Whether reading a tensor's values is cheap and allowed here (CPU, not traced or compiled)."""
+    import torch
+    if t.device.type != 'cpu' or torch.jit.is_tracing() or torch.jit.is_scripting():
+        return False
+    compiler = getattr(torch, 'compiler', None)
+    return not (compiler is not None and compiler.is_compiling())
+
+
+def _as_checked_tensor(t, tail, what):
+    """Check a tensor's shape (and finiteness where cheap); integer tensors become the default float dtype."""
+    import torch
+    if torch.jit.is_tracing():
+        # Sizes are traced values here: comparing them would record Python branches in the graph
+        # (TracerWarning); the example inputs of the trace were checked when they were made.
+        return t
+    _check_shape(t, tail, what)
+    if not (t.is_floating_point() or t.is_complex()):
+        t = t.to(torch.get_default_dtype())
+    elif t.is_complex():
+        raise GeometryError(f'{what} must be real, got a {t.dtype} tensor')
+    if _values_checkable(t):
+        finite = torch.isfinite(t.detach())
+        if not bool(finite.all()):
+            per_item = ~finite.reshape(t.shape[:t.dim() - len(tail)] + (-1,)).all(dim=-1)
+            bad = int((~finite).sum())
+            raise GeometryError(f'{what} contains {bad} NaN or infinite value(s)'
+                                f'{_first_bad_index(per_item.numpy())}')
+    return t
+
+
+def _to_kind_of(reference, x):
+    """Return ``x`` as a tensor on ``reference``'s dtype and device if ``reference`` is a tensor."""
+    if not _is_torch(reference) or _is_torch(x):
+        return x
+    import torch
+    try:
+        arr = np.asarray(x, dtype=np.float64)
+    except (TypeError, ValueError) as exc:
+        raise GeometryError(f'cannot combine a tensor with {type(x).__name__}: {exc}') from None
+    dtype = reference.dtype if reference.is_floating_point() else torch.get_default_dtype()
+    return torch.as_tensor(arr, dtype=dtype, device=reference.device)
+
+
+def _same_kind(*xs):
+    """All arguments as tensors (on the first tensor's dtype/device) if any is a tensor, else unchanged."""
+    reference = next((x for x in xs if _is_torch(x)), None)
+    if reference is None:
+        return xs
+    return tuple(_to_kind_of(reference, x) for x in xs)
 
 
 def check_transform(T, what='transform'):
     """Return ``T`` as a float64 array (..., 4, 4) after checking it is a rigid transform.
 
-    Raises GeometryError for a wrong shape, NaN/inf, a bottom row other than [0, 0, 0, 1], or a
-    rotation block that is not orthonormal with determinant +1 (within ROTATION_TOLERANCE).
+    Raises GeometryError for a wrong shape, NaN/inf, a bottom row other than [0, 0, 0, 1] (within
+    BOTTOM_ROW_TOLERANCE), or a rotation block that is not orthonormal with determinant +1 (within
+    ROTATION_TOLERANCE).
     """
     T = _as_checked_array(T, (4, 4), what)
     bottom = T[..., 3, :]
-    if np.any(np.abs(bottom - np.array([0.0, 0.0, 0.0, 1.0])) > 1e-9):
-        raise GeometryError(f'{what} must have bottom row [0, 0, 0, 1], got {bottom.reshape(-1, 4)[0]}')
+    bad_bottom = np.any(np.abs(bottom - np.array([0.0, 0.0, 0.0, 1.0])) > BOTTOM_ROW_TOLERANCE, axis=-1)
+    if np.any(bad_bottom):
+        first = bottom[bad_bottom][0]
+        raise GeometryError(f'{what} must have bottom row [0, 0, 0, 1], got {first.tolist()}'
+                            f'{_first_bad_index(bad_bottom)}')
     check_rotation(T[..., :3, :3], what=f'rotation block of {what}')
     return T
 
 
 def check_rotation(R, what='rotation'):
-    """Return ``R`` as a float64 array (..., 3, 3) after checking it is a proper rotation."""
+    """Return ``R`` as a float64 array (..., 3, 3) after checking it is a proper rotation.
+
+    Raises GeometryError for a wrong shape, NaN/inf, max |R^T R - I| above ROTATION_TOLERANCE
+    (not orthonormal: scaled, sheared) or |det R - 1| above ROTATION_TOLERANCE (a reflection).
+    """
     R = _as_checked_array(R, (3, 3), what)
+    if R.size == 0:
+        return R
     gram = np.einsum('...ji,...jk->...ik', R, R)
-    ortho_err = np.max(np.abs(gram - np.eye(3)), axis=(-2, -1)) if R.size else np.zeros(0)
-    if np.any(ortho_err > ROTATION_TOLERANCE):
+    ortho_err = np.max(np.abs(gram - np.eye(3)), axis=(-2, -1))
+    bad = ortho_err > ROTATION_TOLERANCE
+    if np.any(bad):
         raise GeometryError(
             f'{what} is not orthonormal: max |R^T R - I| = {float(np.max(ortho_err)):.3g} '
-            f'(tolerance {ROTATION_TOLERANCE:g})')
+            f'(tolerance {ROTATION_TOLERANCE:g}){_first_bad_index(bad)}')
     det = np.linalg.det(R)
-    if np.any(np.abs(det - 1.0) > ROTATION_TOLERANCE):
-        raise GeometryError(f'{what} has determinant {float(np.atleast_1d(det).flat[0]):.6g}, expected +1 '
-                            '(a reflection or a scaled matrix is not a rotation)')
+    bad = np.abs(det - 1.0) > ROTATION_TOLERANCE
+    if np.any(bad):
+        first = float(det[bad][0] if det.ndim else det)
+        raise GeometryError(f'{what} has determinant {first:.6g}, expected +1 '
+                            f'(a reflection is not a rotation){_first_bad_index(bad)}')
     return R
 
 
@@ -91,20 +190,21 @@ def check_rotation(R, what='rotation'):
 # Euler angles <-> rotation matrices
 
 
-def euler_to_rotation(rpy_deg):
-    """Rotation matrices (..., 3, 3) of roll, pitch, yaw in degrees: Rz(yaw) · Ry(pitch) · Rx(roll)."""
-    if _is_torch(rpy_deg):
-        _check_shape(rpy_deg, (3,), 'roll/pitch/yaw')
-        return _euler_to_rotation_torch(rpy_deg)
-    rpy = np.deg2rad(_as_checked_array(rpy_deg, (3,), 'roll/pitch/yaw'))
-    cr, sr = np.cos(rpy[..., 0]), np.sin(rpy[..., 0])
-    cp, sp = np.cos(rpy[..., 1]), np.sin(rpy[..., 1])
-    cy, sy = np.cos(rpy[..., 2]), np.sin(rpy[..., 2])
-    rows = [
+def _euler_rows(cr, sr, cp, sp, cy, sy):
+    return [
         [cy * cp, cy * sp * sr - sy * cr, cy * sp * cr + sy * sr],
         [sy * cp, sy * sp * sr + cy * cr, sy * sp * cr - cy * sr],
         [-sp, cp * sr, cp * cr],
     ]
+
+
+def euler_to_rotation(rpy_deg):
+    """Rotation matrices (..., 3, 3) of roll, pitch, yaw in degrees: Rz(yaw) · Ry(pitch) · Rx(roll)."""
+    if _is_torch(rpy_deg):
+        return _euler_to_rotation_torch(_as_checked_tensor(rpy_deg, (3,), 'roll/pitch/yaw'))
+    rpy = np.deg2rad(_as_checked_array(rpy_deg, (3,), 'roll/pitch/yaw'))
+    c, s = np.cos(rpy), np.sin(rpy)
+    rows = _euler_rows(c[..., 0], s[..., 0], c[..., 1], s[..., 1], c[..., 2], s[..., 2])
     return np.stack([np.stack(r, axis=-1) for r in rows], axis=-2)
 
 
@@ -113,14 +213,13 @@ def rotation_to_euler(R):
 
     Angles lie in (-180, 180], pitch in [-90, 90]. Yaw is read from the first column; roll and pitch
     are then read from Rz(yaw)^T · R, which stays accurate near pitch ±90° (where reading roll from
-    R directly loses all precision). At exact gimbal lock yaw is 0.
+    R directly loses all precision). At gimbal lock yaw is 0 (see the module docstring).
     """
     if _is_torch(R):
-        _check_shape(R, (3, 3), 'rotation')
-        return _rotation_to_euler_torch(R)
+        return _rotation_to_euler_torch(_as_checked_tensor(R, (3, 3), 'rotation'))
     R = check_rotation(R)
     r00, r10 = R[..., 0, 0], R[..., 1, 0]
-    locked = np.hypot(r00, r10) < _GIMBAL_EPS
+    locked = np.abs(r00) + np.abs(r10) < GIMBAL_LOCK_COS_FLOAT64
     yaw = np.where(locked, 0.0, np.arctan2(r10, np.where(locked, 1.0, r00)))
     cy, sy = np.cos(yaw), np.sin(yaw)
     # M = Rz(yaw)^T R = Ry(pitch) Rx(roll) = [[cp, sp sr, sp cr], [0, cr, -sr], [-sp, cp sr, cp cr]]
@@ -146,8 +245,7 @@ def _wrap_degrees(angles):
 def action_to_matrix(a):
     """U(a): the 4x4 transform (..., 4, 4) of actions (..., 6) = (x, y, z mm, roll, pitch, yaw deg)."""
     if _is_torch(a):
-        _check_shape(a, (6,), 'action')
-        return _action_to_matrix_torch(a)
+        return _action_to_matrix_torch(_as_checked_tensor(a, (6,), 'action'))
     a = _as_checked_array(a, (6,), 'action')
     T = np.zeros(a.shape[:-1] + (4, 4))
     T[..., :3, :3] = euler_to_rotation(a[..., 3:])
@@ -157,10 +255,13 @@ def action_to_matrix(a):
 
 
 def matrix_to_action(T):
-    """U⁻¹(T): the action (..., 6) of rigid transforms (..., 4, 4) in millimetres."""
+    """U⁻¹(T): the action (..., 6) of rigid transforms (..., 4, 4) in millimetres.
+
+    Angles in (-180, 180], pitch in [-90, 90]; at gimbal lock yaw = 0 (module docstring).
+    """
     if _is_torch(T):
-        _check_shape(T, (4, 4), 'transform')
         import torch
+        T = _as_checked_tensor(T, (4, 4), 'transform')
         return torch.cat([T[..., :3, 3], _rotation_to_euler_torch(T[..., :3, :3])], dim=-1)
     T = check_transform(T)
     return np.concatenate([T[..., :3, 3], rotation_to_euler(T[..., :3, :3])], axis=-1)
@@ -169,8 +270,8 @@ def matrix_to_action(T):
 def invert_transform(T):
     """T⁻¹ of rigid transforms (..., 4, 4), using R^T rather than a general matrix inverse."""
     if _is_torch(T):
-        _check_shape(T, (4, 4), 'transform')
         import torch
+        T = _as_checked_tensor(T, (4, 4), 'transform')
         Rt = T[..., :3, :3].transpose(-1, -2)
         t = -(Rt @ T[..., :3, 3:4])
         top = torch.cat([Rt, t], dim=-1)
@@ -186,27 +287,30 @@ def invert_transform(T):
     return inv
 
 
+def _checked_transform_any(T, what):
+    return _as_checked_tensor(T, (4, 4), what) if _is_torch(T) else check_transform(T, what)
+
+
 def relative_action(T1, T2):
     """â(1→2) = U⁻¹(T1⁻¹ · T2): pose T2 expressed in the frame of pose T1, as an action.
 
     With T1 the current probe pose and T2 the target plane's pose this is the guidance action:
-    applying it reaches the target, T2 = T1 · U(â).
+    applying it reaches the target, T2 = T1 · U(â). Both broadcast over leading dimensions.
     """
-    return matrix_to_action(invert_transform(T1) @ _checked_or_tensor(T2))
+    T1, T2 = _same_kind(T1, T2)
+    return matrix_to_action(invert_transform(T1) @ _checked_transform_any(T2, 'T2'))
 
 
 def compose_actions(a12, a2):
     """U⁻¹(U(a12) · U(a2)): the paper's Eq. 6, a'(t1) from â(t1→t2) and a'(t2)."""
+    a12, a2 = _same_kind(a12, a2)
     return matrix_to_action(action_to_matrix(a12) @ action_to_matrix(a2))
 
 
 def apply_action(T, a):
     """T · U(a): the pose reached by moving from pose T by action a (expressed in T's frame)."""
-    return _checked_or_tensor(T) @ action_to_matrix(a)
-
-
-def _checked_or_tensor(T):
-    return T if _is_torch(T) else check_transform(T)
+    T, a = _same_kind(T, a)
+    return _checked_transform_any(T, 'T') @ action_to_matrix(a)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -217,114 +321,215 @@ def _rotation_and_translation(x, what):
     """Split an action (..., 6) or transform (..., 4, 4) into rotation matrix and translation."""
     if _is_torch(x):
         if tuple(x.shape[-2:]) == (4, 4):
+            x = _as_checked_tensor(x, (4, 4), what)
             return x[..., :3, :3], x[..., :3, 3]
-        _check_shape(x, (6,), what)
+        x = _as_checked_tensor(x, (6,), what)
         return _euler_to_rotation_torch(x[..., 3:]), x[..., :3]
-    arr = np.asarray(x, dtype=np.float64)
+    try:
+        arr = np.asarray(x, dtype=np.float64)
+    except (TypeError, ValueError) as exc:
+        raise GeometryError(f'{what} must be numeric, got {type(x).__name__}: {exc}') from None
     if arr.shape[-2:] == (4, 4):
         arr = check_transform(arr, what)
         return arr[..., :3, :3], arr[..., :3, 3]
+    if arr.shape[-1:] != (6,):
+        raise GeometryError(f'{what} must be an action (..., 6) or a transform (..., 4, 4), '
+                            f'got shape {arr.shape}')
     arr = _as_checked_array(arr, (6,), what)
     return euler_to_rotation(arr[..., 3:]), arr[..., :3]
 
 
+def _norm_last(v):
+    """Euclidean norm over the last axis with a finite (zero) gradient at 0 for tensors."""
+    squared = (v * v).sum(-1)
+    if _is_torch(v):
+        import torch
+        # d sqrt(s)/ds is infinite at s = 0 and 0 * inf = NaN: the error of a perfect prediction
+        # must not poison a training step, so zero error gets a zero (sub)gradient instead.
+        positive = squared > 0
+        return torch.where(positive, torch.sqrt(torch.where(positive, squared, torch.ones_like(squared))),
+                           torch.zeros_like(squared))
+    return np.sqrt(squared)
+
+
 def translation_error_mm(a, b):
-    """Euclidean distance (mm) between the translations of two actions or two transforms."""
+    """Euclidean distance (mm) between the translations of two actions or two transforms (batched)."""
+    a, b = _same_kind(a, b)
     _, ta = _rotation_and_translation(a, 'first argument')
     _, tb = _rotation_and_translation(b, 'second argument')
-    diff = ta - tb
-    return (diff * diff).sum(-1) ** 0.5
+    return _norm_last(ta - tb)
 
 
 def geodesic_rotation_error_deg(a, b):
-    """Angle (degrees) of the rotation between two actions or two transforms.
+    """Angle (degrees, in [0, 180]) of the rotation between two actions or two transforms (batched).
 
     Computed as atan2(sin, cos) of M = Ra^T Rb rather than acos((tr M - 1) / 2), which loses half
     the digits near zero error (acos of 1 - 1e-16 is already 1e-6 degrees).
     """
+    a, b = _same_kind(a, b)
     Ra, _ = _rotation_and_translation(a, 'first argument')
     Rb, _ = _rotation_and_translation(b, 'second argument')
-    M = Ra.swapaxes(-1, -2) @ Rb if not _is_torch(Ra) else Ra.transpose(-1, -2) @ Rb
+    M = Ra.transpose(-1, -2) @ Rb if _is_torch(Ra) else np.swapaxes(Ra, -1, -2) @ Rb
     cos = (M[..., 0, 0] + M[..., 1, 1] + M[..., 2, 2] - 1.0) / 2.0
     axis = [M[..., 2, 1] - M[..., 1, 2], M[..., 0, 2] - M[..., 2, 0], M[..., 1, 0] - M[..., 0, 1]]
-    sin = 0.5 * (axis[0] ** 2 + axis[1] ** 2 + axis[2] ** 2) ** 0.5
     if _is_torch(cos):
         import torch
+        sin = 0.5 * _norm_last(torch.stack(axis, dim=-1))
         return torch.rad2deg(torch.atan2(sin, cos))
+    sin = 0.5 * _norm_last(np.stack(axis, axis=-1))
     return np.rad2deg(np.arctan2(sin, cos))
 
 
 # ---------------------------------------------------------------------------------------------
-# Quaternions (x, y, z, w, as in ROS) and interpolation
+# Quaternions (x, y, z, w, as in ROS)
 
 
 def quaternion_to_rotation(q):
     """Rotation matrices (..., 3, 3) of quaternions (..., 4) ordered x, y, z, w.
 
-    Quaternions within QUATERNION_NORM_TOLERANCE of unit norm are normalised; others (including
-    the all-zero quaternion of an uninitialised ROS Pose) raise GeometryError.
+    NumPy: quaternions within QUATERNION_NORM_TOLERANCE of unit norm are normalised; others
+    (including the all-zero quaternion of an uninitialised Pose) raise GeometryError. Tensors are
+    normalised without a value check (see the module docstring).
     """
+    if _is_torch(q):
+        import torch
+        q = _as_checked_tensor(q, (4,), 'quaternion (x, y, z, w)')
+        q = q / torch.linalg.vector_norm(q, dim=-1, keepdim=True)
+        x, y, z, w = q.unbind(-1)
+        rows = _quaternion_rows(x, y, z, w)
+        return torch.stack([torch.stack(r, dim=-1) for r in rows], dim=-2)
     q = _as_checked_array(q, (4,), 'quaternion (x, y, z, w)')
     norm = np.linalg.norm(q, axis=-1, keepdims=True)
-    if np.any(np.abs(norm - 1.0) > QUATERNION_NORM_TOLERANCE):
+    bad = np.abs(norm[..., 0] - 1.0) > QUATERNION_NORM_TOLERANCE
+    if np.any(bad):
         worst = float(np.max(np.abs(norm - 1.0)))
-        raise GeometryError(f'quaternion is not unit length (|q| off by {worst:.3g}); '
+        raise GeometryError(f'quaternion is not unit length (|q| off by up to {worst:.3g}, tolerance '
+                            f'{QUATERNION_NORM_TOLERANCE:g}){_first_bad_index(bad)}; '
                             'an all-zero quaternion usually means an uninitialised Pose')
-    x, y, z, w = np.moveaxis(q / norm, -1, 0)
-    rows = [
+    return _quaternion_to_rotation_np(q / norm)
+
+
+def _quaternion_rows(x, y, z, w):
+    return [
         [1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w)],
         [2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w)],
         [2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)],
     ]
-    return np.stack([np.stack(r, axis=-1) for r in rows], axis=-2)
 
 
 def rotation_to_quaternion(R):
-    """Unit quaternions (..., 4) ordered x, y, z, w with w >= 0, of rotation matrices (..., 3, 3)."""
-    from scipy.spatial.transform import Rotation
-    R = check_rotation(R)
-    flat = R.reshape(-1, 3, 3)
-    q = Rotation.from_matrix(flat).as_quat() if len(flat) else np.zeros((0, 4))
-    q = np.where(q[:, 3:4] < 0, -q, q)
-    return q.reshape(R.shape[:-2] + (4,))
+    """Return unit quaternions (..., 4) ordered x, y, z, w with w >= 0 of rotation matrices (..., 3, 3).
+
+    Shepperd's method: the largest of |w|, |x|, |y|, |z| is taken from the diagonal and the others
+    from the off-diagonal entries, so every component keeps full precision (and torch gradients stay
+    finite) for every rotation, including half turns.
+    """
+    if _is_torch(R):
+        return _rotation_to_quaternion(_as_checked_tensor(R, (3, 3), 'rotation'))
+    return _rotation_to_quaternion(check_rotation(R))
+
+
+def _rotation_to_quaternion(R):
+    """rotation_to_quaternion without input checks (NumPy or torch)."""
+    torch_input = _is_torch(R)
+    if torch_input:
+        import torch
+        lib, stack = torch, (lambda xs: torch.stack(xs, dim=-1))
+    else:
+        lib, stack = np, (lambda xs: np.stack(xs, axis=-1))
+    r = [[R[..., i, j] for j in range(3)] for i in range(3)]
+    # 4w², 4x², 4y², 4z² (each ≥ 0 for a rotation, and the largest is ≥ 1 since they sum to 4).
+    four_sq = stack([1 + r[0][0] + r[1][1] + r[2][2], 1 + r[0][0] - r[1][1] - r[2][2],
+                     1 - r[0][0] + r[1][1] - r[2][2], 1 - r[0][0] - r[1][1] + r[2][2]])
+    # Candidates whose big component is small are never selected; the floor keeps them finite.
+    big = lib.sqrt(lib.clip(four_sq, 0.1, None)) / 2
+    bw, bx, by, bz = (big[..., k] for k in range(4))
+    candidates = [
+        [(r[2][1] - r[1][2]) / (4 * bw), (r[0][2] - r[2][0]) / (4 * bw), (r[1][0] - r[0][1]) / (4 * bw), bw],
+        [bx, (r[0][1] + r[1][0]) / (4 * bx), (r[0][2] + r[2][0]) / (4 * bx), (r[2][1] - r[1][2]) / (4 * bx)],
+        [(r[0][1] + r[1][0]) / (4 * by), by, (r[1][2] + r[2][1]) / (4 * by), (r[0][2] - r[2][0]) / (4 * by)],
+        [(r[0][2] + r[2][0]) / (4 * bz), (r[1][2] + r[2][1]) / (4 * bz), bz, (r[1][0] - r[0][1]) / (4 * bz)],
+    ]
+    if not torch_input:
+        best = np.argmax(four_sq, axis=-1)
+        q = np.stack([stack(c) for c in candidates], axis=-2)  # (..., 4 candidates, 4)
+        q = np.take_along_axis(q, best[..., None, None], axis=-2)[..., 0, :]
+        q = q / np.linalg.norm(q, axis=-1, keepdims=True)
+        return np.where(q[..., 3:4] < 0, -q, q)
+    best = torch.argmax(four_sq, dim=-1)
+    q = torch.stack([stack(c) for c in candidates], dim=-2)
+    q = torch.gather(q, -2, best[..., None, None].expand(best.shape + (1, 4)))[..., 0, :]
+    q = q / torch.linalg.vector_norm(q, dim=-1, keepdim=True)
+    return q * torch.where(q[..., 3:4] < 0, -1.0, 1.0).to(q.dtype)
+
+
+def _quaternion_to_rotation_np(q):
+    """quaternion_to_rotation for unit quaternions, without input checks."""
+    x, y, z, w = np.moveaxis(q, -1, 0)
+    rows = _quaternion_rows(x, y, z, w)
+    return np.stack([np.stack(r, axis=-1) for r in rows], axis=-2)
+
+
+# ---------------------------------------------------------------------------------------------
+# Interpolation
 
 
 def interpolate_pose(t, t0, T0, t1, T1):
     """Pose at time t between poses T0 (at t0) and T1 (at t1): linear translation, SLERP rotation.
 
-    Broadcasts over leading dimensions (e.g. many frames at once). t outside [t0, t1] extrapolates,
-    which callers that need bracketing samples (echo_guidance.sync) never ask for. The rotation
-    follows the shortest arc.
+    NumPy only; broadcasts over leading dimensions (e.g. many frames at once), returns float64
+    (..., 4, 4). The rotation follows the shortest arc (at exactly 180° apart the direction is
+    unspecified). t outside [t0, t1] extrapolates, which callers that need bracketing samples
+    (echo_guidance.sync) never ask for. Raises GeometryError for non-rigid poses, non-finite times
+    or t1 <= t0.
     """
+    if any(_is_torch(x) for x in (t, t0, T0, t1, T1)):
+        raise GeometryError('interpolate_pose takes NumPy arrays, got a torch tensor')
     T0 = check_transform(T0, 'T0')
     T1 = check_transform(T1, 'T1')
-    t, t0, t1 = (np.asarray(v, dtype=np.float64) for v in (t, t0, t1))
+    t, t0, t1 = (_as_checked_array(v, (), name) for v, name in ((t, 't'), (t0, 't0'), (t1, 't1')))
     span = t1 - t0
     if np.any(span <= 0):
-        raise GeometryError('interpolate_pose needs t1 > t0 for every pair of samples')
-    alpha = (t - t0) / span
-    from scipy.spatial.transform import Rotation
-    shape = np.broadcast_shapes(T0.shape[:-2], T1.shape[:-2], alpha.shape)
-    R0 = np.broadcast_to(T0[..., :3, :3], shape + (3, 3)).reshape(-1, 3, 3)
-    R1 = np.broadcast_to(T1[..., :3, :3], shape + (3, 3)).reshape(-1, 3, 3)
-    alpha_flat = np.broadcast_to(alpha, shape).reshape(-1)
-    rot0 = Rotation.from_matrix(R0)
-    delta = (rot0.inv() * Rotation.from_matrix(R1)).as_rotvec()
-    R = (rot0 * Rotation.from_rotvec(delta * alpha_flat[:, None])).as_matrix()
+        raise GeometryError('interpolate_pose needs t1 > t0 for every pair of samples'
+                            f'{_first_bad_index(span <= 0)}')
+    return _interpolate_unchecked((t - t0) / span, T0, T1)
+
+
+def _interpolate_unchecked(alpha, T0, T1):
+    """Pose at fraction alpha of the way from T0 to T1 (validated float64 arrays, broadcast)."""
+    shape = np.broadcast_shapes(T0.shape[:-2], T1.shape[:-2], np.shape(alpha))
+    alpha = np.broadcast_to(alpha, shape)
+    q0 = np.broadcast_to(_rotation_to_quaternion(T0[..., :3, :3]), shape + (4,))
+    q1 = np.broadcast_to(_rotation_to_quaternion(T1[..., :3, :3]), shape + (4,))
+    # q and -q are the same rotation: take the one nearer q0 for the shortest arc.
+    q1 = np.where(np.sum(q0 * q1, axis=-1, keepdims=True) < 0, -q1, q1)
+    # The angle between the quaternions, accurate for tiny angles (unlike arccos of their dot product).
+    half = 2 * np.arctan2(np.linalg.norm(q1 - q0, axis=-1), np.linalg.norm(q1 + q0, axis=-1))
+    small = half < 1e-9
+    sin_half = np.where(small, 1.0, np.sin(half))
+    w0 = np.where(small, 1 - alpha, np.sin((1 - alpha) * half) / sin_half)
+    w1 = np.where(small, alpha, np.sin(alpha * half) / sin_half)
+    q = w0[..., None] * q0 + w1[..., None] * q1
     out = np.zeros(shape + (4, 4))
-    out[..., :3, :3] = R.reshape(shape + (3, 3))
-    a = np.broadcast_to(alpha, shape)[..., None]
+    out[..., :3, :3] = _quaternion_to_rotation_np(q / np.linalg.norm(q, axis=-1, keepdims=True))
+    a = alpha[..., None]
     out[..., :3, 3] = (1 - a) * T0[..., :3, 3] + a * T1[..., :3, 3]
     out[..., 3, 3] = 1.0
     return out
 
 
 # ---------------------------------------------------------------------------------------------
-# ROS messages (metres) <-> transforms (millimetres)
+# ROS messages (metres) <-> transforms (millimetres), ROS time
 
 
 def pose_msg_to_matrix(pose):
-    """4x4 transform in mm of a geometry_msgs/Pose (metres, unit quaternion)."""
+    """4x4 transform in mm of a geometry_msgs/Pose (metres, unit quaternion x, y, z, w).
+
+    Works with any object shaped like a Pose (rclpy or rosbags messages).
+    """
+    if not (hasattr(pose, 'position') and hasattr(pose, 'orientation')):
+        hint = '; use pose_stamped_to_matrix for a PoseStamped' if hasattr(pose, 'pose') else ''
+        raise GeometryError(f'expected a geometry_msgs/Pose, got {type(pose).__name__}{hint}')
     p, o = pose.position, pose.orientation
     T = np.eye(4)
     T[:3, :3] = quaternion_to_rotation([o.x, o.y, o.z, o.w])
@@ -333,7 +538,7 @@ def pose_msg_to_matrix(pose):
 
 
 def matrix_to_pose_msg(T):
-    """geometry_msgs/Pose (metres) of a single 4x4 transform in mm."""
+    """geometry_msgs/Pose (metres, unit quaternion with w >= 0) of a single 4x4 transform in mm."""
     from geometry_msgs.msg import Pose
     T = check_transform(T)
     if T.shape != (4, 4):
@@ -346,27 +551,38 @@ def matrix_to_pose_msg(T):
 
 
 def pose_stamped_to_matrix(msg):
-    """4x4 transform in mm of a geometry_msgs/PoseStamped (its header is not used: see time_msg_to_ns)."""
+    """4x4 transform in mm of a geometry_msgs/PoseStamped (use time_msg_to_ns / _seconds for its stamp)."""
+    if not hasattr(msg, 'pose'):
+        raise GeometryError(f'expected a geometry_msgs/PoseStamped, got {type(msg).__name__}')
     return pose_msg_to_matrix(msg.pose)
 
 
 def matrix_to_pose_stamped(T, stamp, frame_id):
-    """geometry_msgs/PoseStamped of a 4x4 transform in mm; stamp is a Time message or integer nanoseconds."""
+    """geometry_msgs/PoseStamped of a 4x4 transform in mm.
+
+    ``stamp`` is a builtin_interfaces/Time, integer nanoseconds, or float seconds.
+    """
     from geometry_msgs.msg import PoseStamped
     msg = PoseStamped()
-    msg.header.frame_id = frame_id
-    msg.header.stamp = stamp if not isinstance(stamp, (int, np.integer)) else ns_to_time_msg(stamp)
+    msg.header.frame_id = str(frame_id)
+    if isinstance(stamp, (bool, np.bool_)):
+        raise GeometryError('stamp must be a Time message, integer nanoseconds or float seconds, got a bool')
+    if isinstance(stamp, (int, np.integer)):
+        stamp = ns_to_time_msg(stamp)
+    elif isinstance(stamp, (float, np.floating)):
+        stamp = seconds_to_time_msg(stamp)
+    msg.header.stamp = stamp
     msg.pose = matrix_to_pose_msg(T)
     return msg
 
 
 def time_msg_to_ns(stamp):
-    """Integer nanoseconds of a builtin_interfaces/Time."""
+    """Integer nanoseconds of a builtin_interfaces/Time (exact)."""
     return int(stamp.sec) * 1_000_000_000 + int(stamp.nanosec)
 
 
 def time_msg_to_seconds(stamp):
-    """Seconds (float) of a builtin_interfaces/Time."""
+    """Seconds (float) of a builtin_interfaces/Time (≈ 0.2 µs resolution for present-day epoch times)."""
     return stamp.sec + stamp.nanosec * 1e-9
 
 
@@ -379,29 +595,42 @@ def ns_to_time_msg(ns):
     return Time(sec=ns // 1_000_000_000, nanosec=ns % 1_000_000_000)
 
 
+def seconds_to_ns(seconds):
+    """Integer nanoseconds of float seconds, rounded to the nearest nanosecond."""
+    seconds = float(seconds)
+    if not math.isfinite(seconds):
+        raise GeometryError(f'a time must be finite, got {seconds} s')
+    return int(round(seconds * 1e9))
+
+
+def seconds_to_time_msg(seconds):
+    """builtin_interfaces/Time of float seconds (must be finite and non-negative)."""
+    return ns_to_time_msg(seconds_to_ns(seconds))
+
+
 # ---------------------------------------------------------------------------------------------
 # Torch implementations (differentiable)
+
+
+def _gimbal_lock_cos(dtype):
+    import torch
+    eps = torch.finfo(dtype).eps
+    return GIMBAL_LOCK_COS_FLOAT64 if eps < 1e-10 else 8 * eps
 
 
 def _euler_to_rotation_torch(rpy_deg):
     import torch
     rpy = torch.deg2rad(rpy_deg)
-    cr, sr = torch.cos(rpy[..., 0]), torch.sin(rpy[..., 0])
-    cp, sp = torch.cos(rpy[..., 1]), torch.sin(rpy[..., 1])
-    cy, sy = torch.cos(rpy[..., 2]), torch.sin(rpy[..., 2])
-    rows = [
-        [cy * cp, cy * sp * sr - sy * cr, cy * sp * cr + sy * sr],
-        [sy * cp, sy * sp * sr + cy * cr, sy * sp * cr - cy * sr],
-        [-sp, cp * sr, cp * cr],
-    ]
+    c, s = torch.cos(rpy), torch.sin(rpy)
+    rows = _euler_rows(c[..., 0], s[..., 0], c[..., 1], s[..., 1], c[..., 2], s[..., 2])
     return torch.stack([torch.stack(r, dim=-1) for r in rows], dim=-2)
 
 
 def _rotation_to_euler_torch(R):
     import torch
     r00, r10 = R[..., 0, 0], R[..., 1, 0]
-    # atan2(0, 0) has a NaN gradient: at gimbal lock feed it (0, 1) instead, which gives yaw = 0.
-    locked = (r00.abs() + r10.abs()) < _GIMBAL_EPS
+    # atan2(0, 0) has a NaN gradient: inside the lock feed it (0, 1) instead, which gives yaw = 0.
+    locked = (r00.abs() + r10.abs()) < _gimbal_lock_cos(R.dtype)
     yaw = torch.atan2(torch.where(locked, torch.zeros_like(r10), r10),
                       torch.where(locked, torch.ones_like(r00), r00))
     cy, sy = torch.cos(yaw), torch.sin(yaw)
@@ -425,10 +654,11 @@ def _action_to_matrix_torch(a):
 
 
 __all__ = [
-    'GeometryError', 'check_transform', 'check_rotation', 'euler_to_rotation', 'rotation_to_euler',
+    'GeometryError', 'ROTATION_TOLERANCE', 'BOTTOM_ROW_TOLERANCE', 'QUATERNION_NORM_TOLERANCE',
+    'GIMBAL_LOCK_COS_FLOAT64', 'check_transform', 'check_rotation', 'euler_to_rotation', 'rotation_to_euler',
     'action_to_matrix', 'matrix_to_action', 'invert_transform', 'relative_action', 'compose_actions',
     'apply_action', 'translation_error_mm', 'geodesic_rotation_error_deg', 'quaternion_to_rotation',
     'rotation_to_quaternion', 'interpolate_pose', 'pose_msg_to_matrix', 'matrix_to_pose_msg',
     'pose_stamped_to_matrix', 'matrix_to_pose_stamped', 'time_msg_to_ns', 'time_msg_to_seconds',
-    'ns_to_time_msg',
+    'ns_to_time_msg', 'seconds_to_ns', 'seconds_to_time_msg',
 ]
