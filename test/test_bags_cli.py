@@ -3,6 +3,7 @@
 import json
 
 from bags_helpers import T0_NS, frame, make_session, pose, write_demo
+
 from echo_guidance.bags import DemonstrationBagWriter
 from echo_guidance.cli import main
 

@@ -11,8 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-
 from bags_helpers import T0_NS, frame, frame_index, make_session, pose, write_demo
+
 from echo_guidance.bags import (
     CorruptBagError,
     DemonstrationBagReader,

@@ -8,8 +8,8 @@ import uuid
 import numpy as np
 import pytest
 import yaml
-
 from bags_helpers import T0_NS, frame, frame_index, make_session, write_demo
+
 from echo_guidance.bags import (
     CorruptBagError,
     DemonstrationBagReader,

@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 import yaml
-
 from bags_helpers import HEIGHT, T0_NS, WIDTH, frame, frame_index, make_session, pose, write_demo
+
 from echo_guidance.bags import (
     BagWriteError,
     CorruptBagError,
