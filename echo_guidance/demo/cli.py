@@ -36,7 +36,8 @@ def run(args):
         '--plane', args.plane, '--output-dir', str(output_dir), '--subject', 'sim-demo',
     ))
     if step.returncode != 0:
-        print(f'demo: recording failed (exit {step.returncode}); node logs in {output_dir}/logs', file=sys.stderr)
+        print(f'demo: recording failed (exit {step.returncode}); node logs in {output_dir}/logs',
+              file=sys.stderr)
         return step.returncode
     bags = sorted(set(output_dir.glob('*/metadata.yaml')) - before)
     if not bags:
