@@ -1,0 +1,228 @@
+"""The guidance engine: one frame (+ probe pose) in, one guidance result out; no ROS.
+
+``GuidanceEngine.step(frame_uint8, probe_pose_mm_or_None, stamp_s)`` preprocesses the frame with the
+training contract, runs the backend for the selected target plane, fuses recent predictions
+(:mod:`echo_guidance.guidance.fusion`), computes confidence and "plane reached", and returns a
+:class:`GuidanceResult`. It never raises on bad input: a frame of the wrong type or size, a model
+that fails, or a NaN/inf output gives a result with ``valid=False`` and a ``status`` naming the
+problem (the published "no guidance" state). Only configuration errors raise: an unknown plane
+(:class:`~echo_guidance.planes.UnknownPlaneError`) or a bad fusion setting (ValueError).
+
+The guidance node, the closed-loop evaluation and ``echo-guidance bench fusion`` all use it.
+"""
+
+import dataclasses
+import math
+import time
+
+import numpy as np
+
+from echo_guidance.geometry import GeometryError, action_to_matrix, check_transform
+from echo_guidance.guidance.fusion import (
+    FusionConfig,
+    PlaneReachedJudge,
+    ReachedConfig,
+    TemporalFusion,
+)
+from echo_guidance.guidance.preprocess import FrameFormatError, prepare_frame
+from echo_guidance.planes import GUIDANCE_PLANES, UnknownPlaneError, check_plane
+
+NO_CONFIDENCE = np.zeros(6)
+
+
+@dataclasses.dataclass
+class GuidanceResult:
+    """Guidance for one frame (the content of one echo_guidance/msg/Guidance).
+
+    Attributes:
+        stamp_s: the frame's acquisition time (s), which the guidance answers.
+        plane: the target plane.
+        valid: False is the "no guidance" state; then ``status`` says why and the numbers are zeros.
+        status: why guidance is not valid ('' when valid).
+        action: (6,) guidance x, y, z mm, roll, pitch, yaw deg in the current probe frame (fused).
+        raw_action: (6,) this frame's own model prediction (NaN where the model gave NaN).
+        axis_confidence: (6,) per-axis confidence in [0, 1].
+        confidence: overall confidence in [0, 1].
+        plane_reached: the probe is judged at the target plane.
+        frames_fused: frames that went into ``action`` (1 = single-frame guidance).
+        pose_used: a probe pose was available, so past predictions were moved by the probe's motion.
+        pose_status: why no pose was used ('' when one was).
+        model_id: the backend's model id.
+        inference_s: model time (s); step_s: the whole step (s).
+    """
+
+    stamp_s: float
+    plane: str
+    valid: bool
+    status: str
+    action: np.ndarray
+    raw_action: np.ndarray
+    axis_confidence: np.ndarray
+    confidence: float
+    plane_reached: bool
+    frames_fused: int
+    pose_used: bool
+    pose_status: str
+    model_id: str
+    inference_s: float
+    step_s: float
+
+    @property
+    def target_in_probe_mm(self):
+        """U(action): the target plane's probe pose in the current probe frame (4x4, mm)."""
+        return action_to_matrix(self.action)
+
+    def as_dict(self):
+        """Plain-Python form (lists, floats) for JSON (display, benchmarks)."""
+        out = dataclasses.asdict(self)
+        for key in ('action', 'raw_action', 'axis_confidence'):
+            out[key] = [None if not math.isfinite(v) else float(v) for v in np.asarray(out[key], dtype=float)]
+        return out
+
+
+class GuidanceEngine:
+    """Runs a backend on frames for one selected target plane, with fusion, confidence and "reached".
+
+    Args:
+        backend: an :class:`~echo_guidance.guidance.backends.InferenceBackend`.
+        plane: the initial target plane (must be one of the model's planes).
+        fusion: a :class:`FusionConfig` (None = defaults).
+        reached: a :class:`ReachedConfig` (None = defaults).
+        expected_size: (width, height) every frame must have, or None to take any size (frames are
+            resized to the model's input by the preprocessing contract either way).
+    """
+
+    def __init__(self, backend, plane='PLAX', fusion=None, reached=None, expected_size=None):
+        """Set up fusion and judgement for ``plane``."""
+        self.backend = backend
+        self.fusion = TemporalFusion(fusion if fusion is not None else FusionConfig())
+        self.judge = PlaneReachedJudge(reached if reached is not None else ReachedConfig())
+        if expected_size is not None:
+            width, height = (int(v) for v in expected_size)
+            if width <= 0 or height <= 0:
+                raise ValueError(f'expected frame size must be positive, got {width}x{height}')
+            expected_size = (width, height)
+        self.expected_size = expected_size
+        self.plane = None
+        self._plane_index = None
+        self.set_plane(plane)
+
+    @property
+    def model_id(self):
+        """The backend's model id."""
+        return self.backend.model_id
+
+    def set_plane(self, name):
+        """Select the target plane; the history of the previous plane is dropped.
+
+        Raises:
+            UnknownPlaneError: not a guidance plane, or a plane this model was not trained for.
+        """
+        check_plane(name, GUIDANCE_PLANES)
+        if name not in self.backend.planes:
+            raise UnknownPlaneError(
+                f'target plane {name!r} is not one of the planes this model was trained '
+                f'for: {", ".join(self.backend.planes)}'
+            )
+        if name != self.plane:
+            self.reset()
+        self.plane = name
+        self._plane_index = self.backend.planes.index(name)
+
+    def reset(self):
+        """Forget past frames and the "reached" state."""
+        self.fusion.reset()
+        self.judge.reset()
+
+    def no_guidance(self, stamp_s, status):
+        """The "no guidance" result for a frame that could not even be read (e.g. a wrong image encoding)."""
+        return self._invalid(stamp_s, status, time.perf_counter())
+
+    def _invalid(self, stamp_s, status, started, raw=None, inference_s=0.0, pose_status=''):
+        self.judge.reset()
+        return GuidanceResult(
+            stamp_s=float(stamp_s),
+            plane=self.plane,
+            valid=False,
+            status=status,
+            action=np.zeros(6),
+            raw_action=np.full(6, np.nan) if raw is None else np.asarray(raw, dtype=float),
+            axis_confidence=NO_CONFIDENCE.copy(),
+            confidence=0.0,
+            plane_reached=False,
+            frames_fused=0,
+            pose_used=False,
+            pose_status=pose_status,
+            model_id=self.model_id,
+            inference_s=inference_s,
+            step_s=time.perf_counter() - started,
+        )
+
+    def step(self, frame, probe_pose_mm, stamp_s):
+        """Guidance for one frame; never raises on bad frames, poses or model outputs (module docstring).
+
+        Args:
+            frame: uint8 (H, W) grey frame (cropped as the capture node publishes it).
+            probe_pose_mm: the probe pose in base at the frame's time (4x4, mm), or None if unknown.
+            stamp_s: the frame's acquisition time in seconds.
+        """
+        started = time.perf_counter()
+        try:
+            stamp_s = float(stamp_s)
+            if not math.isfinite(stamp_s):
+                raise ValueError
+        except (TypeError, ValueError):
+            return self._invalid(0.0, f'frame stamp is not a finite number: {stamp_s!r}', started)
+        try:
+            image = prepare_frame(frame, self.backend.input_size, self.expected_size)
+        except FrameFormatError as err:
+            return self._invalid(stamp_s, f'frame refused: {err}', started)
+        pose, pose_status = None, 'no probe pose'
+        if probe_pose_mm is not None:
+            try:
+                pose = check_transform(np.asarray(probe_pose_mm, dtype=float), 'probe pose')
+                if pose.shape != (4, 4):
+                    raise GeometryError(f'probe pose must be one 4x4 transform, got shape {pose.shape}')
+                pose_status = ''
+            except (GeometryError, TypeError, ValueError) as err:
+                pose, pose_status = None, f'probe pose ignored: {err}'
+        t0 = time.perf_counter()
+        try:
+            raw = self.backend.predict(image, self._plane_index)
+        except Exception as err:  # a runtime failure on one frame must not stop the guidance
+            return self._invalid(
+                stamp_s,
+                f'inference failed: {type(err).__name__}: {err}',
+                started,
+                inference_s=time.perf_counter() - t0,
+                pose_status=pose_status,
+            )
+        inference_s = time.perf_counter() - t0
+        if raw.shape != (6,) or not np.all(np.isfinite(raw)):
+            return self._invalid(
+                stamp_s,
+                f'model output is not finite (NaN or inf): {np.array2string(raw, precision=3)}',
+                started,
+                raw=raw,
+                inference_s=inference_s,
+                pose_status=pose_status,
+            )
+        estimate = self.fusion.update(stamp_s, pose, raw)
+        reached = self.judge.update(estimate.action, estimate.confidence, valid=True)
+        return GuidanceResult(
+            stamp_s=stamp_s,
+            plane=self.plane,
+            valid=True,
+            status='',
+            action=estimate.action,
+            raw_action=raw,
+            axis_confidence=estimate.axis_confidence,
+            confidence=estimate.confidence,
+            plane_reached=reached,
+            frames_fused=estimate.frames_fused,
+            pose_used=pose is not None,
+            pose_status=pose_status,
+            model_id=self.model_id,
+            inference_s=inference_s,
+            step_s=time.perf_counter() - started,
+        )
