@@ -108,7 +108,8 @@ class ProfileRun:
         """Prepare; nothing starts before :meth:`start`."""
         self.profile = profile
         self.log_dir = Path(log_dir)
-        self.values = dict(values or {})
+        # Profile arguments (echo-guidance up) give defaults; the caller's values win.
+        self.values = {**{a.name: a.default for a in getattr(profile, 'arguments', ())}, **(values or {})}
         self.overrides = overrides or {}
         unknown = set(self.overrides) - {n.name for n in profile.nodes}
         if unknown:

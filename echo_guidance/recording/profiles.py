@@ -16,6 +16,16 @@ A profile is a YAML file in ``config/profiles/`` (or any path)::
 
 Substitution values come from ready patterns (``<process name>.<group>``) and from the caller
 (``output_dir``, ``epoch_s``, ...). An unknown placeholder is an error naming it.
+
+Optional keys for ``echo-guidance up`` and the launch files generated from profiles::
+
+    arguments:                      # placeholders with defaults, overridable (launch arguments)
+      model: {default: out/models/cpu_dreamer.onnx, description: ONNX model of the guidance node}
+    processes:
+      - name: franky_sim
+        ...
+        launch_command: [franky-sim, -s, mujoco, --hostname, "{franky_sim.host}"]  # under ros2 launch
+        launch_values: {host: 127.0.0.1}     # ros2 launch cannot read a ready line: fixed values
 """
 
 import dataclasses
@@ -37,12 +47,27 @@ class ProfileError(ValueError):
 
 @dataclasses.dataclass(frozen=True)
 class ProcessSpec:
-    """A helper program a profile starts before its nodes."""
+    """A helper program a profile starts before its nodes.
+
+    ``launch_command`` and ``launch_values`` say how ``ros2 launch`` runs it (it cannot wait for a
+    ready line, so the values a ready pattern would have read are fixed there).
+    """
 
     name: str
     command: tuple
     ready_pattern: str = ''
     ready_timeout_s: float = 30.0
+    launch_command: tuple = ()
+    launch_values: dict = dataclasses.field(default_factory=dict)
+
+
+@dataclasses.dataclass(frozen=True)
+class ProfileArgument:
+    """A placeholder with a default that ``echo-guidance up --arg`` or ``ros2 launch`` can override."""
+
+    name: str
+    default: str
+    description: str = ''
 
 
 @dataclasses.dataclass(frozen=True)
@@ -64,6 +89,22 @@ class RecordProfile:
     description: str
     processes: tuple
     nodes: tuple
+    arguments: tuple = ()
+
+    def argument_values(self, overrides=None):
+        """Return {argument: value}: the defaults updated with ``overrides``.
+
+        Raises:
+            ProfileError: an override names an argument the profile does not have.
+        """
+        values = {a.name: a.default for a in self.arguments}
+        unknown = sorted(set(overrides or {}) - set(values))
+        if unknown:
+            raise ProfileError(
+                f'profile {self.name} has no argument(s) {unknown}; its arguments: {sorted(values) or "none"}'
+            )
+        values.update(overrides or {})
+        return values
 
     def node(self, name):
         """Return the NodeSpec called ``name``; raise ProfileError when there is none."""
@@ -117,9 +158,21 @@ def load_profile(name_or_path):
         raise ProfileError(
             f'{path}: a profile needs a "nodes" list (and optionally "processes", "description")'
         )
-    unknown = set(document) - {'description', 'processes', 'nodes'}
+    unknown = set(document) - {'description', 'processes', 'nodes', 'arguments'}
     if unknown:
-        raise ProfileError(f'{path}: unknown keys {sorted(unknown)}; expected description, processes, nodes')
+        raise ProfileError(
+            f'{path}: unknown keys {sorted(unknown)}; expected description, arguments, processes, nodes'
+        )
+    arguments = []
+    raw_arguments = document.get('arguments') or {}
+    if not isinstance(raw_arguments, dict):
+        raise ProfileError(f'{path}: arguments must be a mapping name: {{default: ..., description: ...}}')
+    for name, entry in raw_arguments.items():
+        if not isinstance(entry, dict) or 'default' not in entry or set(entry) - {'default', 'description'}:
+            raise ProfileError(
+                f'{path}: argument {name!r} needs {{default: ..., description: ...}}, got {entry!r}'
+            )
+        arguments.append(ProfileArgument(str(name), str(entry['default']), str(entry.get('description', ''))))
     processes = []
     for entry in document.get('processes') or []:
         if not isinstance(entry, dict) or 'name' not in entry or not entry.get('command'):
@@ -129,12 +182,17 @@ def load_profile(name_or_path):
                 re.compile(entry['ready_pattern'])
             except re.error as error:
                 raise ProfileError(f'{path}: process {entry["name"]}: bad ready_pattern: {error}') from error
+        launch_values = entry.get('launch_values') or {}
+        if not isinstance(launch_values, dict):
+            raise ProfileError(f'{path}: process {entry["name"]}: launch_values must be a mapping')
         processes.append(
             ProcessSpec(
                 entry['name'],
                 tuple(str(c) for c in entry['command']),
                 entry.get('ready_pattern', ''),
                 float(entry.get('ready_timeout_s', 30.0)),
+                tuple(str(c) for c in entry.get('launch_command') or ()),
+                {str(k): str(v) for k, v in launch_values.items()},
             )
         )
     modules = _node_modules()
@@ -159,7 +217,12 @@ def load_profile(name_or_path):
             raise ProfileError(f'{path}: node {entry["name"]}: parameters must be a mapping')
         nodes.append(NodeSpec(entry['name'], module, files, dict(parameters)))
     return RecordProfile(
-        path.stem, path, str(document.get('description', '')), tuple(processes), tuple(nodes)
+        path.stem,
+        path,
+        str(document.get('description', '')),
+        tuple(processes),
+        tuple(nodes),
+        tuple(arguments),
     )
 
 

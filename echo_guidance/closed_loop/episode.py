@@ -1,0 +1,217 @@
+"""One closed-loop run: a policy guides the controlled, simulated arm from a start pose to a plane.
+
+Simulated time advances one control period per cycle. Frames are rendered at the arm's true probe
+pose every ``1 / frame_rate_hz`` (with the heart beating), each frame's guidance becomes visible to
+the controller ``guidance_latency_s`` later, stamped with the frame's time, just as on the live
+system. The deadman is pressed (after a released message, a fresh press) and held; e-stop, wrench
+and node liveness stay nominal, so only the guidance decides the outcome.
+"""
+
+import collections
+import dataclasses
+import math
+
+import numpy as np
+from scipy.spatial.transform import Rotation
+
+from echo_guidance.arm.interface import ArmInterface, pose_error
+from echo_guidance.arm.kinematic import KinematicArm, KinematicArmBackend
+from echo_guidance.control import ArmController, ControlInputs, ControlState
+
+
+@dataclasses.dataclass(frozen=True)
+class ClosedLoopConfig:
+    """Settings of the closed-loop runs (times in s, lengths in mm, angles in degrees)."""
+
+    time_limit_s: float = 30.0
+    frame_rate_hz: float = 10.0
+    guidance_latency_s: float = 0.05
+    arm_time_constant_s: float = 0.03
+    max_start_offset_mm: float = 30.0
+    max_start_offset_deg: float = 30.0
+    max_start_depth_mm: float = 5.0
+    success_mm: float = 5.0
+    success_deg: float = 5.0
+    image_size: int = 128
+
+    def __post_init__(self):
+        """Check the values; raise ValueError naming the bad one."""
+        for name in ('time_limit_s', 'frame_rate_hz', 'arm_time_constant_s', 'success_mm', 'success_deg'):
+            value = getattr(self, name)
+            if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
+                raise ValueError(f'closed-loop {name} must be a positive number, got {value!r}')
+        for name in (
+            'guidance_latency_s',
+            'max_start_offset_mm',
+            'max_start_offset_deg',
+            'max_start_depth_mm',
+        ):
+            value = getattr(self, name)
+            if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
+                raise ValueError(f'closed-loop {name} must be a number >= 0, got {value!r}')
+        if self.max_start_offset_deg > 90:
+            raise ValueError(
+                f'closed-loop max_start_offset_deg must be <= 90, got {self.max_start_offset_deg}'
+            )
+        if not (isinstance(self.image_size, int) and 16 <= self.image_size <= 1024):
+            raise ValueError(
+                f'closed-loop image_size must be an integer in 16..1024, got {self.image_size!r}'
+            )
+
+
+@dataclasses.dataclass(frozen=True)
+class EpisodeResult:
+    """What one run did."""
+
+    policy: str
+    patient_seed: int
+    plane: str
+    start_index: int
+    success: bool
+    declared_reached: bool
+    end_state: str
+    end_reason: str
+    time_to_plane_s: float
+    cycles_to_plane: int
+    first_within_tolerance_s: float
+    path_length_mm: float
+    path_rotation_deg: float
+    start_error_mm: float
+    start_error_deg: float
+    final_error_mm: float
+    final_error_deg: float
+    frames: int
+    hold_cycles: int
+    reasons: dict
+
+    def as_dict(self):
+        """Plain-Python form for JSON / CSV."""
+        return dataclasses.asdict(self)
+
+
+def sample_start(patient, plane, rng, config):
+    """A random start near ``plane``: offsets in the plane's probe frame, then onto the skin.
+
+    x and y offsets are uniform in ±max_start_offset_mm, depth (z) in ±max_start_depth_mm, roll,
+    pitch and yaw uniform in ±max_start_offset_deg; the probe then slides along its beam axis onto
+    the skin (as a hand keeps it in contact), like the simulated demonstrations' starts. Draws whose
+    position then lies more than max_start_offset_mm from the target on any axis are drawn again.
+    """
+    target = patient.standard_plane_pose(plane)
+    m, d, r = config.max_start_offset_mm, config.max_start_depth_mm, config.max_start_offset_deg
+    for _ in range(1000):
+        offset = np.eye(4)
+        offset[:3, 3] = [rng.uniform(-m, m), rng.uniform(-m, m), rng.uniform(-d, d)]
+        offset[:3, :3] = Rotation.from_euler('xyz', rng.uniform(-r, r, size=3), degrees=True).as_matrix()
+        start = patient.in_contact(target @ offset)
+        # Sliding onto the skin can carry a tilted probe far along its beam: keep only starts whose
+        # offset from the target stays within the stated range on every axis of the target frame.
+        if np.all(np.abs((np.linalg.inv(target) @ start)[:3, 3]) <= max(m, d) + 1e-9):
+            return start
+    raise ValueError(f'no start within ±{m:g} mm of {plane} on the skin of {patient!r} after 1000 draws')
+
+
+def run_episode(
+    patient,
+    renderer,
+    plane,
+    start_pose_mm,
+    policy,
+    limits,
+    planner_config,
+    config,
+    policy_name='',
+    start_index=0,
+):
+    """Run one closed-loop episode; return an :class:`EpisodeResult`.
+
+    Args:
+        patient: the :class:`~echo_guidance.sim.Patient`.
+        renderer: a :class:`~echo_guidance.sim.ProbeRenderer` of that patient.
+        plane: the target plane.
+        start_pose_mm: start probe pose (4×4 mm, base).
+        policy: ``policy(frame, probe_pose_mm, stamp_s) -> GuidanceSample``.
+        limits, planner_config: the controller's SafetyLimits and PlannerConfig.
+        config: :class:`ClosedLoopConfig`.
+    """
+    target = patient.standard_plane_pose(plane)
+    clock = [0.0]
+    arm = KinematicArm(start_pose_mm, time_constant_s=config.arm_time_constant_s)
+    backend = KinematicArmBackend(arm, clock=lambda: clock[0])
+    interface = ArmInterface(backend, clock=lambda: clock[0])
+    controller = ArmController(limits, planner_config, interface)
+    controller.set_target_plane(plane)
+    dt = limits.period_s
+    frame_period = 1.0 / config.frame_rate_hz
+    next_frame = 0.0
+    pending = collections.deque()  # (available at, GuidanceSample)
+    guidance = None
+    frame_stamp = None
+    frames = 0
+    hold_cycles = 0
+    reached_at, reached_cycle, within_at = math.nan, -1, math.nan
+    cycle = 0
+    report = None
+    start_error = pose_error(start_pose_mm, target)
+    while clock[0] <= config.time_limit_s:
+        now = clock[0]
+        state = backend.state()
+        if now + 1e-9 >= next_frame:
+            frame = renderer.render(state.pose_mm, now)
+            frames += 1
+            frame_stamp = now
+            pending.append((now + config.guidance_latency_s, policy(frame, state.pose_mm, now)))
+            next_frame += frame_period
+        while pending and pending[0][0] <= now + 1e-9:
+            guidance = pending.popleft()[1]
+        inputs = ControlInputs(
+            now_s=now,
+            pose_mm=state.pose_mm,
+            pose_stamp_s=state.stamp_s,
+            wrench=state.wrench,
+            wrench_stamp_s=state.wrench_stamp_s,
+            deadman_held=cycle > 0,
+            deadman_stamp_s=now,  # released once, then a fresh press held
+            frame_stamp_s=frame_stamp if frame_stamp is not None and frame_stamp <= now else None,
+            guidance=guidance,
+        )
+        report = controller.cycle(inputs)
+        cycle += 1
+        if report.decision.verdict.value == 'hold' and report.state in (
+            ControlState.ARMED,
+            ControlState.MOVING,
+        ):
+            hold_cycles += 1
+        error = pose_error(arm.pose_mm, target)
+        if math.isnan(within_at) and error[0] <= config.success_mm and error[1] <= config.success_deg:
+            within_at = now
+        if report.state is ControlState.PLANE_REACHED:
+            reached_at, reached_cycle = now, cycle
+            break
+        if report.state in (ControlState.FAULT, ControlState.STOPPED):
+            break
+        backend.advance(dt)
+        clock[0] = now + dt
+    final = pose_error(arm.pose_mm, target)
+    return EpisodeResult(
+        policy=policy_name,
+        patient_seed=int(patient.seed),
+        plane=plane,
+        start_index=int(start_index),
+        success=bool(final[0] <= config.success_mm and final[1] <= config.success_deg),
+        declared_reached=not math.isnan(reached_at),
+        end_state=report.state.value if report else 'none',
+        end_reason=report.decision.reason if report else 'none',
+        time_to_plane_s=float(reached_at),
+        cycles_to_plane=int(reached_cycle),
+        first_within_tolerance_s=float(within_at),
+        path_length_mm=float(arm.path_length_mm),
+        path_rotation_deg=float(arm.path_rotation_deg),
+        start_error_mm=start_error[0],
+        start_error_deg=start_error[1],
+        final_error_mm=final[0],
+        final_error_deg=final[1],
+        frames=frames,
+        hold_cycles=hold_cycles,
+        reasons=dict(controller.reason_counts),
+    )
