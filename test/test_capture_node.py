@@ -285,7 +285,7 @@ def test_capture_node_renders_the_simulator_at_the_published_pose(harness):
     from geometry_msgs.msg import PoseStamped
     h = harness
     got = _subscribe(h)
-    pose_publisher = h.node.create_publisher(PoseStamped, '/arm/probe_pose', 10)
+    pose_publisher = h.node.create_publisher(PoseStamped, '/arm/probe_pose/decimated', 10)
     T = sim.Patient.from_seed(0).standard_plane_pose('PLAX')
     h.start('echo_guidance.nodes.capture', 'source_kind:=sim', 'sim_seed:=0', 'rate_hz:=20.0',
             'output_width:=320', 'output_height:=240')

@@ -204,7 +204,7 @@ def test_bad_frames_and_nan_outputs_are_published_as_no_guidance(harness, tmp_pa
     model = write_graph_model(tmp_path / 'nan.onnx', 'nan_when_dark', action=[2, 0, 0, 0, 0, 0], size=64)
     got = _collect(h)
     images = h.node.create_publisher(Image, '/us/image', IMAGE_QOS)
-    poses = h.node.create_publisher(PoseStamped, '/arm/probe_pose', 50)
+    poses = h.node.create_publisher(PoseStamped, '/arm/probe_pose/decimated', 50)
     h.start(
         'echo_guidance.nodes.guidance', f'model_path:={model}', 'expected_width:=64', 'expected_height:=64'
     )

@@ -13,7 +13,9 @@ Subscribes (all inputs are stamped; ages are measured on this node's clock):
 * ``/arm/probe_pose`` and ``/arm/wrench`` (backend ``ros2_control`` only: the arm-state node's output).
 
 Publishes ``~/state`` (std_msgs/String, JSON: state, verdict, reason, detail, cycle), ``/diagnostics``
-and, for backends that own the arm connection (``kinematic``, ``franky``), ``/arm/probe_pose`` and
+and, for backends that own the arm connection (``kinematic``, ``franky``), ``/arm/probe_pose`` (at
+``state_publish_rate_hz``), ``/arm/probe_pose/decimated`` (every k-th of those messages, k =
+state_publish_rate_hz / decimated_pose_rate_hz; the guidance and capture nodes read it) and
 ``/arm/wrench`` like the arm-state node. Backend ``ros2_control`` publishes Cartesian targets
 (geometry_msgs/PoseStamped) on ``ros2.command_topic``.
 
@@ -28,6 +30,12 @@ import math
 import sys
 
 from echo_guidance.control.limits import PlannerConfig, SafetyLimits
+from echo_guidance.nodes.arm_state import (
+    DECIMATED_POSE_RATE_HZ,
+    DECIMATED_POSE_TOPIC,
+    DECIMATED_RATE_RANGE_HZ,
+    check_decimated_topic,
+)
 
 BACKENDS = ('kinematic', 'franky', 'ros2_control')
 DEFAULT_WATCH_TOPICS = ['/guidance', '/pedal/deadman', '/us/frame_info']
@@ -95,6 +103,20 @@ def parameter_specs():
             'rate of /arm/probe_pose and /arm/wrench (owning backends)',
             1.0,
             1000.0,
+            read_only=True,
+        ),
+        spec(
+            'decimated_pose_topic',
+            DECIMATED_POSE_TOPIC,
+            'output (owning backends): every k-th pose_topic message, for the guidance and capture nodes; '
+            '"" = off',
+            read_only=True,
+        ),
+        spec(
+            'decimated_pose_rate_hz',
+            DECIMATED_POSE_RATE_HZ,
+            'rate of decimated_pose_topic; state_publish_rate_hz must be a whole multiple of it',
+            *DECIMATED_RATE_RANGE_HZ,
             read_only=True,
         ),
         spec('diagnostics_period_s', 0.5, 'diagnostics period', 0.05, 60.0, read_only=True),
@@ -269,6 +291,14 @@ def main(args=None):
             except LimitsError as error:
                 raise ValueError(f'refusing to start: {error}') from error
             backend_name = params['backend']
+            if backend_name != 'ros2_control':  # before the backend connects to anything
+                check_decimated_topic(
+                    params['decimated_pose_topic'],
+                    params['pose_topic'],
+                    params['decimated_pose_rate_hz'],
+                    params['state_publish_rate_hz'],
+                    'state_publish_rate_hz',
+                )
             self.calibration = None
             if backend_name != 'kinematic':
                 try:
@@ -298,7 +328,8 @@ def main(args=None):
             )
             self.create_subscription(Bool, params['estop_topic'], self._on_estop, reliable)
             self.state_pub = self.create_publisher(String, '~/state', reliable)
-            self.pose_pub = self.wrench_pub = None
+            self.pose_pub = self.wrench_pub = self.decimated_pub = None
+            self.decimate_every, self.published_poses, self.published_decimated = 0, 0, 0
             if backend_name == 'ros2_control':
                 self.create_subscription(PoseStamped, params['pose_topic'], self._on_pose, best_effort)
                 self.create_subscription(WrenchStamped, params['wrench_topic'], self._on_wrench, best_effort)
@@ -307,6 +338,13 @@ def main(args=None):
                     depth=100, history=HistoryPolicy.KEEP_LAST, reliability=ReliabilityPolicy.RELIABLE
                 )
                 self.pose_pub = self.create_publisher(PoseStamped, params['pose_topic'], pose_qos)
+                decimated_topic = params['decimated_pose_topic'].strip()
+                if decimated_topic:
+                    # The full topic comes from a timer, not an arm grid: every k-th message is exact.
+                    self.decimate_every = round(
+                        params['state_publish_rate_hz'] / params['decimated_pose_rate_hz']
+                    )
+                    self.decimated_pub = self.create_publisher(PoseStamped, decimated_topic, pose_qos)
                 self.wrench_pub = self.create_publisher(WrenchStamped, params['wrench_topic'], best_effort)
                 self.create_timer(1.0 / params['state_publish_rate_hz'], self._publish_arm_state)
             self.create_service(Trigger, '~/reset_workspace', self._on_reset_workspace)
@@ -513,6 +551,10 @@ def main(args=None):
             msg.header.frame_id = 'base'
             msg.pose = matrix_to_pose_msg(state.pose_mm)
             self.pose_pub.publish(msg)
+            if self.decimated_pub is not None and self.published_poses % self.decimate_every == 0:
+                self.decimated_pub.publish(msg)
+                self.published_decimated += 1
+            self.published_poses += 1
             if state.wrench is not None:
                 wrench = WrenchStamped()
                 wrench.header = msg.header
@@ -542,6 +584,10 @@ def main(args=None):
                 'dead_nodes': '; '.join(self.dead_nodes),
                 'reasons': json.dumps(dict(self.controller.reason_counts)),
             }
+            if self.pose_pub is not None:
+                values['poses_published'] = self.published_poses
+            if self.decimated_pub is not None:
+                values['poses_published_decimated'] = self.published_decimated
             if report is None:
                 return 'WARN', 'no control cycle yet', values
             values.update(

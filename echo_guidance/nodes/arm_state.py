@@ -9,10 +9,12 @@ Backends (parameter ``backend``):
 * ``scripted``: plays the deterministic sinusoid trajectory on a 1 kHz grid (simulation, benchmarks).
 
 Publishes ``/arm/probe_pose`` (geometry_msgs/PoseStamped, frame ``base``, metres; reliable,
-keep-last 2000), ``/arm/wrench`` (geometry_msgs/WrenchStamped, base frame, best-effort) and
-``/diagnostics`` (1 Hz). A NaN, non-rigid or stale pose is never published; it is counted and the
-last reason is reported in diagnostics. The flange → probe calibration comes from parameters
-(``config/arm_calibration.yaml``); the node refuses to start without it.
+keep-last 2000), ``/arm/probe_pose/decimated`` (the same messages, about ``decimated_pose_rate_hz``
+of them a second, same QoS; see :class:`PoseDecimator`), ``/arm/wrench``
+(geometry_msgs/WrenchStamped, base frame, best-effort) and ``/diagnostics`` (1 Hz). A NaN, non-rigid
+or stale pose is never published; it is counted and the last reason is reported in diagnostics. The
+flange → probe calibration comes from parameters (``config/arm_calibration.yaml``); the node refuses
+to start without it.
 """
 
 import math
@@ -24,6 +26,81 @@ from echo_guidance.arm.state import ArmSampleRejected
 BACKENDS = ('franka_ros2', 'franky', 'scripted')
 POSE_QOS_DEPTH = 2000
 LEVEL_NAMES = ('OK', 'WARN', 'ERROR', 'STALE')
+DECIMATED_POSE_TOPIC = '/arm/probe_pose/decimated'
+"""Default topic of the decimated pose stream, for consumers that need the pose only at frame stamps."""
+DECIMATED_POSE_RATE_HZ = 100.0
+"""Default decimated rate: interpolating 10 ms apart errs well under 0.1 mm at hand-like probe speeds."""
+DECIMATED_RATE_RANGE_HZ = (1.0, 1000.0)
+STAMP_SLACK_NS = 1000
+"""A stamp this close below a period boundary counts as on it: float seconds on a 1 ms grid round to a
+few hundred ns off the grid, while no arm samples faster than every 100 µs."""
+
+
+class PoseDecimator:
+    """Choose the samples of the full-rate pose stream that also go to the decimated topic.
+
+    A sample is kept when its stamp falls in a period of ``1 / rate_hz`` (counted from 0 on the ROS
+    clock, in integer nanoseconds as the message carries it) that no kept sample fell in yet: the first
+    sample at or after each multiple of the period. On a clean 1 kHz grid at 100 Hz that is every 10th
+    sample, the ones on the 10 ms grid, so the decimated stamps stay on the arm's grid and its
+    messages are identical to those of the full topic. A skipped or refused sample moves the pick to
+    the next sample of that period instead of shifting every later pick, and an irregular stream
+    (franky-sim, a best-effort franka_ros2 topic) still gives at most one sample per period.
+
+    Args:
+        rate_hz: decimated rate (Hz), in ``DECIMATED_RATE_RANGE_HZ``.
+
+    Raises:
+        ValueError: the rate is not a finite number in that range.
+    """
+
+    def __init__(self, rate_hz):
+        """Check the rate and start with no period taken."""
+        low, high = DECIMATED_RATE_RANGE_HZ
+        if not (isinstance(rate_hz, (int, float)) and math.isfinite(rate_hz) and low <= rate_hz <= high):
+            raise ValueError(
+                f'decimated pose rate must be a number of Hz in [{low:g}, {high:g}], got {rate_hz!r}'
+            )
+        self.rate_hz = float(rate_hz)
+        self.period_ns = int(round(1e9 / self.rate_hz))
+        self._last_period = None
+
+    def keep(self, stamp_ns):
+        """Return True when the sample stamped ``stamp_ns`` (int ns) starts a new period."""
+        period = (stamp_ns + STAMP_SLACK_NS) // self.period_ns
+        if self._last_period is not None and period <= self._last_period:
+            return False
+        self._last_period = period
+        return True
+
+
+def check_decimated_topic(decimated_topic, pose_topic, rate_hz, stream_rate_hz=None, stream_name=''):
+    """Refuse a decimated-pose set-up that would not thin the stream out; raise ValueError naming why.
+
+    Args:
+        decimated_topic: the decimated topic ('' = off: nothing to check).
+        pose_topic: the full-rate topic; the two must differ.
+        rate_hz: the decimated rate.
+        stream_rate_hz: the full stream's nominal rate when known (scripted arm, arm_control's timer):
+            the decimated rate must then be that rate divided by a whole number, so the picks are evenly
+            spaced (every k-th sample).
+        stream_name: the parameter holding ``stream_rate_hz``, for the message.
+    """
+    if not decimated_topic.strip():
+        return
+    if decimated_topic.strip() == pose_topic.strip():
+        raise ValueError(
+            f'decimated_pose_topic {decimated_topic!r} is pose_topic: give it its own name (or "" for none)'
+        )
+    if stream_rate_hz is None:
+        return
+    k = round(stream_rate_hz / rate_hz)
+    if k < 1 or abs(k * rate_hz - stream_rate_hz) > 1e-6 * stream_rate_hz:
+        examples = ', '.join(f'{stream_rate_hz / n:g}' for n in (1, 2, 5, 10) if stream_rate_hz / n >= 1)
+        raise ValueError(
+            f'decimated_pose_rate_hz = {rate_hz:g} Hz must be {stream_name} ({stream_rate_hz:g} Hz) divided '
+            f'by a whole number, so that it keeps every k-th sample (e.g. {examples})'
+        )
 
 
 def _six_numbers_or_empty(value):
@@ -49,6 +126,21 @@ def parameter_specs():
         ),
         spec('timeout_s', 0.5, 'no valid pose for this long is reported as STALE', 1e-3, 60.0),
         spec('pose_topic', '/arm/probe_pose', 'output: probe pose in base', read_only=True),
+        spec(
+            'decimated_pose_topic',
+            DECIMATED_POSE_TOPIC,
+            'output: the pose_topic messages thinned to decimated_pose_rate_hz (for the guidance and '
+            'capture nodes); "" = off',
+            read_only=True,
+        ),
+        spec(
+            'decimated_pose_rate_hz',
+            DECIMATED_POSE_RATE_HZ,
+            'rate of decimated_pose_topic: the first sample of every 1/rate period (every k-th of a '
+            'regular stream)',
+            *DECIMATED_RATE_RANGE_HZ,
+            read_only=True,
+        ),
         spec('wrench_topic', '/arm/wrench', 'output: external wrench in base', read_only=True),
         spec('diagnostics_period_s', 1.0, 'diagnostics period', 0.05, 60.0, read_only=True),
         spec(
@@ -157,15 +249,25 @@ def main(args=None):
             self.monitor = ArmStateMonitor(
                 self.calibration, max_age_s=params['max_age_s'], timeout_s=params['timeout_s']
             )
-            self.pose_pub = self.create_publisher(
-                PoseStamped,
-                params['pose_topic'],
-                QoSProfile(
-                    depth=POSE_QOS_DEPTH,
-                    history=HistoryPolicy.KEEP_LAST,
-                    reliability=ReliabilityPolicy.RELIABLE,
-                ),
+            pose_qos = QoSProfile(
+                depth=POSE_QOS_DEPTH,
+                history=HistoryPolicy.KEEP_LAST,
+                reliability=ReliabilityPolicy.RELIABLE,
             )
+            self.pose_pub = self.create_publisher(PoseStamped, params['pose_topic'], pose_qos)
+            self.decimated_pub, self.decimator = None, None
+            decimated_topic = params['decimated_pose_topic'].strip()
+            check_decimated_topic(
+                decimated_topic,
+                params['pose_topic'],
+                params['decimated_pose_rate_hz'],
+                params['scripted.rate_hz'] if params['backend'] == 'scripted' else None,
+                'scripted.rate_hz',
+            )
+            if decimated_topic:
+                self.decimator = PoseDecimator(params['decimated_pose_rate_hz'])
+                self.decimated_pub = self.create_publisher(PoseStamped, decimated_topic, pose_qos)
+            self.published_decimated = 0
             self.wrench_pub = self.create_publisher(
                 WrenchStamped, params['wrench_topic'], qos_profile_sensor_data
             )
@@ -230,9 +332,12 @@ def main(args=None):
                 self._diagnostics,
                 params['diagnostics_period_s'],
             )
+            decimated = (
+                f' and {decimated_topic} at {self.decimator.rate_hz:g} Hz' if self.decimator else ''
+            )
             self.get_logger().info(
                 f'arm state from {self.description}; {self.calibration.describe()}; '
-                f'publishing {params["pose_topic"]}'
+                f'publishing {params["pose_topic"]}{decimated}'
             )
 
         def _now_s(self):
@@ -255,6 +360,10 @@ def main(args=None):
             msg.pose = matrix_to_pose_msg(T_probe)
             self.pose_pub.publish(msg)
             self.published += 1
+            stamp = msg.header.stamp
+            if self.decimator is not None and self.decimator.keep(stamp.sec * 1_000_000_000 + stamp.nanosec):
+                self.decimated_pub.publish(msg)
+                self.published_decimated += 1
             if sample.wrench is not None:
                 wrench = WrenchStamped()
                 wrench.header = msg.header
@@ -291,6 +400,8 @@ def main(args=None):
             with self._lock:
                 level, message, values = self.monitor.diagnostics(self._now_s())
             values['published'] = str(self.published)
+            if self.decimator is not None:
+                values['published_decimated'] = str(self.published_decimated)
             backend = self.backend
             if backend is not None:
                 values['backend_samples'] = str(backend.samples_produced)

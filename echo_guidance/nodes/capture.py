@@ -8,7 +8,8 @@ Topics (docs/capture.md):
   source_dropped_total]`` for every image, so receivers detect lost frames.
 - ``/diagnostics``: rate, counters, stalls and resolution changes at 1 Hz.
 - service ``~/accept_source_resolution`` (std_srvs/Trigger): accept a changed source resolution.
-- in simulation (``source_kind: sim``) it subscribes to ``/arm/probe_pose`` and renders there.
+- in simulation (``source_kind: sim``) it subscribes to ``/arm/probe_pose/decimated`` (100 Hz) and
+  renders at the newest pose received.
 
 The frame loop runs in its own thread (sources block until their next frame); timers, services
 and subscriptions run in the executor.
@@ -27,6 +28,7 @@ from echo_guidance.nodes._common import (
     declare_parameters,
     run_node,
 )
+from echo_guidance.nodes.arm_state import DECIMATED_POSE_TOPIC
 from echo_guidance.sources import (
     SOURCE_KINDS,
     CropSpec,
@@ -73,7 +75,8 @@ PARAMETERS = [
               check=lambda v: _nonempty(v, 'frame_info_topic')),
     ParamSpec('stall_periods', 5.0, 'No frame for this many frame periods is a stall (ERROR).',
               min_value=1.5, max_value=10000.0),
-    ParamSpec('pose_topic', '/arm/probe_pose', 'Probe pose topic (sim source only).', read_only=True),
+    ParamSpec('pose_topic', DECIMATED_POSE_TOPIC, 'Probe pose topic (sim source only); the 100 Hz decimated '
+              'stream by default (rendering needs 30 poses a second).', read_only=True),
     ParamSpec('sim_seed', 0, 'Virtual patient seed (sim source only).', min_value=0, max_value=2 ** 31 - 1,
               read_only=True),
     ParamSpec('diagnostics_period_s', 1.0, 'Diagnostics period.', min_value=0.1, max_value=60.0,
@@ -100,12 +103,12 @@ class CaptureNode(Node):
         p = self.params
         self._lock = threading.Lock()
         self._preprocessor = self._build_preprocessor(p)
-        self._latest_pose_mm = None
+        self._latest_pose_msg = None
         if p['source_kind'] == 'sim':
             self._subscribe_pose(p['pose_topic'])
         try:
             self.source = open_source(p['source_kind'], p['source_spec'], rate_hz=p['rate_hz'],
-                                      loop=p['loop'], pose_provider=lambda: self._latest_pose_mm,
+                                      loop=p['loop'], pose_provider=self._latest_pose_mm,
                                       sim_seed=p['sim_seed'])
         except SourceSpecError as err:
             raise ParameterValidationError(
@@ -201,12 +204,21 @@ class CaptureNode(Node):
             from echo_guidance.geometry import pose_stamped_to_matrix
         except ImportError as err:
             raise ParameterValidationError(f'the sim source needs echo_guidance.geometry: {err}') from None
+        self._pose_stamped_to_matrix = pose_stamped_to_matrix
 
         def on_pose(msg):
-            self._latest_pose_mm = pose_stamped_to_matrix(msg)
+            # Only keep the message: the frame thread converts the one it renders at (30 a second),
+            # so a full-rate pose topic costs just the receiving.
+            self._latest_pose_msg = msg
 
         # Best effort matches both reliable and best-effort pose publishers.
         self.create_subscription(PoseStamped, topic, on_pose, qos_profile_sensor_data)
+
+    def _latest_pose_mm(self):
+        """The newest received probe pose as a 4x4 matrix in mm, or None (the sim source's pose provider)."""
+        msg = self._latest_pose_msg
+        # A malformed pose raises GeometryError here; the frame loop reports it as a read failure.
+        return None if msg is None else self._pose_stamped_to_matrix(msg)
 
     # --- frame loop ----------------------------------------------------------------------------
 

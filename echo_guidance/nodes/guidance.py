@@ -5,9 +5,10 @@ Topics (docs/guidance.md):
 - subscribes ``/us/image`` (sensor_msgs/Image, mono8) with a depth-1 queue: only the newest frame is
   kept, a worker thread processes it, and a frame replaced before it was processed is counted as
   skipped, so a slow model never builds a backlog;
-- subscribes ``/arm/probe_pose`` (geometry_msgs/PoseStamped): the pose at each frame's stamp
-  (interpolated from a small buffer, echo_guidance.sync) moves past predictions into the current
-  probe frame for temporal fusion;
+- subscribes ``/arm/probe_pose/decimated`` (geometry_msgs/PoseStamped, 100 Hz: the arm's own samples,
+  thinned by the arm-state / arm-control node): the pose at each frame's stamp (interpolated from a
+  small buffer, echo_guidance.sync) moves past predictions into the current probe frame for temporal
+  fusion. The full 1 kHz ``/arm/probe_pose`` works too but costs about a third of a core to receive;
 - publishes ``/guidance`` (echo_guidance/msg/Guidance, header.stamp = the frame's stamp),
   ``/guidance/markers`` (visualization_msgs/MarkerArray, probe frame), ``/guidance/overlay``
   (sensor_msgs/Image rgb8: the frame with arrows and numbers) and ``/diagnostics`` (latency, rate,
@@ -37,6 +38,7 @@ from echo_guidance.nodes._common import (
     declare_parameters,
     run_node,
 )
+from echo_guidance.nodes.arm_state import DECIMATED_POSE_TOPIC
 from echo_guidance.planes import GUIDANCE_PLANES
 
 NEWEST_FRAME_QOS = QoSProfile(
@@ -107,12 +109,16 @@ PARAMETERS = [
         check=lambda v: _nonempty(v, 'image_topic'),
     ),
     ParamSpec(
-        'pose_topic', '/arm/probe_pose', 'Probe pose in base (PoseStamped); empty = no pose.', read_only=True
+        'pose_topic',
+        DECIMATED_POSE_TOPIC,
+        'Probe pose in base (PoseStamped), 100 Hz decimated by default; empty = no pose.',
+        read_only=True,
     ),
     ParamSpec(
         'pose_tolerance_s',
         0.02,
-        'Largest gap between a frame stamp and the pose samples around it.',
+        'Largest gap between a frame stamp and the pose samples around it '
+        '(two sample periods of the 100 Hz decimated stream).',
         min_value=1e-4,
         max_value=1.0,
         read_only=True,
@@ -278,7 +284,7 @@ class GuidanceNode(Node):
         except ValueError as err:
             raise ParameterValidationError(str(err)) from None
         self._engine_lock = threading.Lock()
-        # (stamp_s, x, y, z m, qx, qy, qz, qw): 3 s at 1 kHz.
+        # (stamp_s, x, y, z m, qx, qy, qz, qw): 30 s of the 100 Hz decimated stream, 3 s at 1 kHz.
         self._raw_poses = collections.deque(maxlen=3000)
         self._pose_lock = threading.Lock()
 
@@ -375,8 +381,8 @@ class GuidanceNode(Node):
     # --- inputs --------------------------------------------------------------------------------
 
     def _on_pose(self, msg):
-        # At 1 kHz this callback dominates the node's CPU: only store the numbers; the worker converts
-        # the few samples around each frame's stamp.
+        # At 1 kHz this callback dominated the node's CPU (hence the decimated topic): only store the
+        # numbers; the worker converts the two samples around each frame's stamp.
         p, q = msg.pose.position, msg.pose.orientation
         sample = (msg.header.stamp.sec + msg.header.stamp.nanosec * 1e-9, p.x, p.y, p.z, q.x, q.y, q.z, q.w)
         with self._pose_lock:
