@@ -160,3 +160,31 @@ def test_model_policies_run_through_onnx_and_the_guidance_engine(tmp_path, patie
             patient, renderer, 'PLAX', start, policy, SafetyLimits(), PlannerConfig(), config
         )
         assert result.frames > 0 and result.end_state in ('plane_reached', 'moving', 'armed'), result
+
+
+def test_trace_logs_truth_answer_and_estimate_per_frame(tmp_path, patient):
+    import csv
+
+    from echo_guidance.closed_loop.episode import TRACE_FIELDS
+
+    results = evaluate_closed_loop(
+        {'oracle': OracleFactory()},
+        [patient.seed],
+        ['PSAX-AV'],
+        1,
+        SafetyLimits(),
+        PlannerConfig(),
+        ClosedLoopConfig(time_limit_s=10.0, image_size=32),
+        trace_dir=tmp_path / 'trace',
+    )
+    episode = results['episodes'][0]
+    path = tmp_path / 'trace' / f'oracle_{patient.patient_id}_PSAX-AV_0.csv'
+    with open(path) as handle:
+        rows = list(csv.DictReader(handle))
+    assert list(rows[0]) == list(TRACE_FIELDS) and len(rows) == episode['frames']
+    for row in rows:  # a noiseless oracle answers the truth
+        for axis in ('x', 'y', 'z', 'roll', 'pitch', 'yaw'):
+            assert float(row[f'pred_{axis}']) == pytest.approx(float(row[f'true_{axis}']), abs=2e-3)
+    assert float(rows[0]['error_mm']) == pytest.approx(episode['start_error_mm'], abs=1e-3)
+    assert rows[0]['estimate_error_mm'] == 'nan'  # no estimate before the first guidance
+    assert float(rows[-1]['estimate_error_mm']) < 3.0 and float(rows[-1]['frame_mean']) > 0

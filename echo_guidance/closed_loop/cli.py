@@ -60,6 +60,13 @@ def _add_arguments(parser):
     )
     parser.add_argument('--threads', type=int, default=1, help='ONNX Runtime threads (default 1)')
     parser.add_argument('--out', default='out/closed_loop', help='output directory (default out/closed_loop)')
+    parser.add_argument(
+        '--trace',
+        default=None,
+        metavar='DIR',
+        help='write one CSV per episode into DIR: per frame the true remaining action, the policy\'s '
+        'answer, the planner\'s target estimate error and the controller state (diagnosis)',
+    )
     parser.add_argument('--quiet', action='store_true', help='no per-run progress lines')
     parser.set_defaults(handler=run)
 
@@ -182,7 +189,16 @@ def run(args):
         print(f'closed-loop: {name}: {factory.describe()}', file=sys.stderr)
     progress = None if args.quiet else (lambda text: print(text, file=sys.stderr, flush=True))
     results = evaluate_closed_loop(
-        policies, seeds, planes, args.starts, limits, planner, config, seed=args.seed, progress=progress
+        policies,
+        seeds,
+        planes,
+        args.starts,
+        limits,
+        planner,
+        config,
+        seed=args.seed,
+        progress=progress,
+        trace_dir=args.trace,
     )
     print(write_report(results, args.out))
     print(f'closed-loop: wrote {args.out}/results.md, results.json, episodes.csv', file=sys.stderr)

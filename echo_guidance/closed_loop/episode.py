@@ -89,6 +89,60 @@ class EpisodeResult:
         return dataclasses.asdict(self)
 
 
+TRACE_FIELDS = (
+    ['t_s', 'state', 'reason']
+    + [f'true_{k}' for k in ('x', 'y', 'z', 'roll', 'pitch', 'yaw')]
+    + [f'pred_{k}' for k in ('x', 'y', 'z', 'roll', 'pitch', 'yaw')]
+    + ['confidence', 'plane_reached_flag', 'error_mm', 'error_deg', 'pred_mm', 'pred_deg', 'frame_mean']
+    + ['estimate_error_mm', 'estimate_error_deg', 'estimate_distance_mm', 'estimate_distance_deg']
+    + ['planner']
+)
+"""Columns of a trace row (one per frame): ``true_*`` is the ground-truth action at the frame's pose,
+``pred_*`` the policy's answer; ``error_*`` the probe's true error, ``pred_mm``/``pred_deg`` the size
+of the answer (norm, geodesic); ``frame_mean`` the frame's mean grey level (0 = blank: no echo,
+e.g. the probe off the skin); ``estimate_error_*`` the planner's target estimate against the true
+target, ``estimate_distance_*`` the probe to that estimate; ``planner`` any planner-specific note."""
+
+
+def _trace_row(now, pose_mm, target_mm, frame, answer, controller, report):
+    from echo_guidance.geometry import action_to_matrix, relative_action
+
+    true = np.asarray(relative_action(pose_mm, target_mm), dtype=float)
+    pred = np.asarray(answer.action, dtype=float)
+    error = pose_error(pose_mm, target_mm)
+    finite = bool(np.all(np.isfinite(pred)))
+    pred_size = pose_error(np.eye(4), action_to_matrix(pred)) if finite else (math.nan, math.nan)
+    estimate = controller.planner.target_mm
+    if estimate is not None:
+        estimate_error = pose_error(estimate, target_mm)
+        estimate_distance = pose_error(pose_mm, estimate)
+    else:
+        estimate_error = estimate_distance = (math.nan, math.nan)
+    row = {
+        't_s': round(now, 4),
+        'state': report.state.value if report else 'idle',
+        'reason': report.decision.reason if report else '',
+    }
+    names = ('x', 'y', 'z', 'roll', 'pitch', 'yaw')
+    row.update({f'true_{k}': float(v) for k, v in zip(names, true)})
+    row.update({f'pred_{k}': float(v) for k, v in zip(names, pred)})
+    row.update(
+        confidence=float(answer.confidence),
+        plane_reached_flag=bool(answer.plane_reached),
+        error_mm=error[0],
+        error_deg=error[1],
+        pred_mm=float(pred_size[0]),
+        pred_deg=float(pred_size[1]),
+        frame_mean=float(np.mean(frame)),
+        estimate_error_mm=estimate_error[0],
+        estimate_error_deg=estimate_error[1],
+        estimate_distance_mm=estimate_distance[0],
+        estimate_distance_deg=estimate_distance[1],
+        planner=getattr(controller.planner, 'trace_note', ''),
+    )
+    return row
+
+
 def sample_start(patient, plane, rng, config):
     """A random start near ``plane``: offsets in the plane's probe frame, then onto the skin.
 
@@ -122,6 +176,7 @@ def run_episode(
     config,
     policy_name='',
     start_index=0,
+    trace=None,
 ):
     """Run one closed-loop episode; return an :class:`EpisodeResult`.
 
@@ -133,6 +188,9 @@ def run_episode(
         policy: ``policy(frame, probe_pose_mm, stamp_s) -> GuidanceSample``.
         limits, planner_config: the controller's SafetyLimits and PlannerConfig.
         config: :class:`ClosedLoopConfig`.
+        trace: optional list; one dict per frame is appended (see :data:`TRACE_FIELDS`): the true
+            remaining action at the frame's pose, the policy's answer, the planner's target
+            estimate against the true target, and the controller's state, for diagnosis.
     """
     target = patient.standard_plane_pose(plane)
     clock = [0.0]
@@ -160,8 +218,11 @@ def run_episode(
             frame = renderer.render(state.pose_mm, now)
             frames += 1
             frame_stamp = now
-            pending.append((now + config.guidance_latency_s, policy(frame, state.pose_mm, now)))
+            answer = policy(frame, state.pose_mm, now)
+            pending.append((now + config.guidance_latency_s, answer))
             next_frame += frame_period
+            if trace is not None:
+                trace.append(_trace_row(now, state.pose_mm, target, frame, answer, controller, report))
         while pending and pending[0][0] <= now + 1e-9:
             guidance = pending.popleft()[1]
         inputs = ControlInputs(

@@ -75,7 +75,16 @@ def summarise(rows):
 
 
 def evaluate_closed_loop(
-    policies, patient_seeds, planes, starts, limits, planner_config, config=None, seed=0, progress=None
+    policies,
+    patient_seeds,
+    planes,
+    starts,
+    limits,
+    planner_config,
+    config=None,
+    seed=0,
+    progress=None,
+    trace_dir=None,
 ):
     """Run every policy on every (patient, plane, start); return ``{'episodes': [...], 'summary': {...}}``.
 
@@ -88,6 +97,9 @@ def evaluate_closed_loop(
         config: :class:`ClosedLoopConfig`.
         seed: seed of the start poses.
         progress: optional ``progress(text)``.
+        trace_dir: optional directory: one CSV per episode
+            (``<policy>_<patient>_<plane>_<start>.csv``, columns
+            :data:`~echo_guidance.closed_loop.episode.TRACE_FIELDS`, one row per frame).
     """
     from echo_guidance.sim import Patient, ProbeConfig, ProbeRenderer
 
@@ -110,6 +122,7 @@ def evaluate_closed_loop(
             ]
             for name, factory in policies.items():
                 for k, start_pose in enumerate(start_poses):
+                    trace = [] if trace_dir is not None else None
                     result = run_episode(
                         patient,
                         renderer,
@@ -121,8 +134,11 @@ def evaluate_closed_loop(
                         config,
                         policy_name=name,
                         start_index=k,
+                        trace=trace,
                     )
                     episodes.append(result.as_dict())
+                    if trace is not None:
+                        write_trace(trace, trace_dir, f'{name}_{patient.patient_id}_{plane}_{k}.csv')
                     if progress:
                         progress(
                             f'[{len(episodes)}/{total}] {name} {patient.patient_id} {plane} start {k}: '
@@ -151,6 +167,21 @@ def evaluate_closed_loop(
             'wall_time_s': time.monotonic() - started,
         },
     }
+
+
+def write_trace(rows, out_dir, filename):
+    """Write one episode's trace rows (dicts with the TRACE_FIELDS keys) to ``out_dir/filename``."""
+    from echo_guidance.closed_loop.episode import TRACE_FIELDS
+
+    out = pathlib.Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    safe = ''.join(c if c.isalnum() or c in '-_.' else '_' for c in filename)
+    with open(out / safe, 'w', newline='') as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(TRACE_FIELDS))
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({k: (f'{v:.3f}' if isinstance(v, float) else v) for k, v in row.items()})
+    return out / safe
 
 
 def _fmt(value, digits=1):

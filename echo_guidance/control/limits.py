@@ -278,6 +278,27 @@ class PlannerConfig:
     use_guidance_plane_reached: bool = _spec(
         False, 'bool', 0, 0, "also stop when the guidance's own plane_reached flag holds for reach_cycles"
     )
+    step_and_look: bool = _spec(
+        False,
+        'bool',
+        0,
+        0,
+        'alternate looks (probe still, look_frames guidance averaged) and steps of step_fraction of it',
+    )
+    look_frames: int = _spec(4, '1', 1, 100, 'guidance frames taken with the probe still that make one look')
+    look_still_mm: float = _spec(
+        0.3, 'mm', 0.0, 10.0, 'a frame belongs to a look when the probe was this close to the look pose',
+        low_open=True,
+    )
+    look_still_deg: float = _spec(0.3, 'deg', 0.0, 10.0, 'and this close in orientation', low_open=True)
+    step_fraction: float = _spec(
+        0.7, '1', 0.0, 1.0, 'part of the looked-at guidance one step moves (step-and-look)', low_open=True
+    )
+    reach_guidance_mm: float = _spec(
+        3.0, 'mm', 0.0, 50.0, 'a look whose averaged guidance is this small is at the plane', low_open=True
+    )
+    reach_guidance_deg: float = _spec(3.0, 'deg', 0.0, 45.0, 'and this small in rotation', low_open=True)
+    reach_looks: int = _spec(1, '1', 1, 100, 'consecutive looks at the plane that count as reached')
 
     def __post_init__(self):
         """Check every value; raise LimitsError naming the key."""

@@ -14,6 +14,17 @@ never commands anything itself.
 The plane counts as reached when the measured probe pose stays within ``reach_translation_mm`` and
 ``reach_rotation_deg`` of the estimate for ``reach_cycles`` control cycles, or (optionally) when the
 guidance's own ``plane_reached`` flag holds that long.
+
+With ``step_and_look`` the planner works as a sonographer does instead: it holds the probe still
+and *looks*: it averages the guidance of ``look_frames`` frames acquired while the probe stood at
+the look pose (within ``look_still_mm`` / ``look_still_deg``, so several heartbeat phases and no
+motion blur of the estimate), then *steps* ``step_fraction`` of that averaged action (the target
+seen from the look pose, ``T_look · U(f · a)``) and looks again from there. Each prediction is thus
+made from a still probe, and every step starts nearer the target, where the model is more
+accurate. The plane counts as reached when ``reach_looks`` consecutive looks see guidance within
+``reach_guidance_mm`` / ``reach_guidance_deg``: the criterion is what the model sees *now*, not the
+distance to an estimate made earlier from farther away.
+
 """
 
 import dataclasses
@@ -69,12 +80,27 @@ class StepPlanner:
         self.last_plane_reached = False
         self._at_target_cycles = 0
         self._flag_cycles = 0
+        self._fixed_target = False
+        self.phase = 'look'
+        self._look_pose = None
+        self._look_actions = []
+        self._looks_at_plane = 0
+        self.looks = 0
+        self.last_look_action = None
+        self.look_log = []
+        self.trace_note = ''
 
     def set_target(self, target_mm):
         """Use a fixed target pose (4×4 mm, base) instead of guidance (e.g. a move to a given pose)."""
         self.reset()
         self.target_mm = np.array(target_mm, dtype=float)
         self.estimates = self.config.min_estimates
+        self._fixed_target = True
+
+    @property
+    def stepping(self):
+        """True when the planner works by step-and-look (guidance mode with ``step_and_look`` on)."""
+        return self.config.step_and_look and not self._fixed_target
 
     def observe(self, guidance, pose_at_frame_mm):
         """Fold one guidance message into the target estimate; return True if it was new.
@@ -88,6 +114,8 @@ class StepPlanner:
             return False
         self.last_stamp_s = guidance.stamp_s
         self.last_plane_reached = bool(guidance.plane_reached)
+        if self.stepping:
+            return self._observe_look(np.asarray(guidance.action, float), pose_at_frame_mm)
         estimate = np.asarray(pose_at_frame_mm, dtype=float) @ action_to_matrix(
             np.asarray(guidance.action, float)
         )
@@ -115,16 +143,25 @@ class StepPlanner:
             workspace: the envelope's :class:`~echo_guidance.control.envelope.Workspace`: the goal is
                 clamped into it.
         """
+        if self.stepping:
+            return self._propose_step(pose_mm, base_mm, velocity, angular_velocity, workspace)
         if self.target_mm is None or self.estimates < self.config.min_estimates:
             return None
         cfg, lim = self.config, self.limits
         goal = self.target_mm if workspace is None else workspace.clamp(self.target_mm)
         error_mm = float(np.linalg.norm(goal[:3, 3] - pose_mm[:3, 3]))
         error_deg = rotation_angle_deg(goal[:3, :3], pose_mm[:3, :3])
-        at_target = error_mm <= cfg.reach_translation_mm and error_deg <= cfg.reach_rotation_deg
+        # A goal clamped into the workspace is not the target: arriving there is not reaching the plane
+        # (guidance that keeps pointing outside, e.g. from frames without echo, must not end "reached").
+        clamped = not np.allclose(goal, self.target_mm, atol=1e-6)
+        at_target = (
+            error_mm <= cfg.reach_translation_mm and error_deg <= cfg.reach_rotation_deg and not clamped
+        )
         self._at_target_cycles = self._at_target_cycles + 1 if at_target else 0
-        self._flag_cycles = self._flag_cycles + 1 if self.last_plane_reached else 0
+        self._flag_cycles = self._flag_cycles + 1 if self.last_plane_reached and not clamped else 0
         detail = f'target {error_mm:.1f} mm / {error_deg:.1f} deg away'
+        if clamped:
+            detail += ' (target estimate outside the workspace: goal clamped to its edge)'
         reached = self._at_target_cycles >= cfg.reach_cycles or (
             cfg.use_guidance_plane_reached and self._flag_cycles >= cfg.reach_cycles
         )
@@ -146,3 +183,104 @@ class StepPlanner:
             rate = min(cfg.gain_per_s * angle, math.sqrt(2.0 * lim.max_angular_acceleration_deg_s2 * angle))
             w = rotvec / angle * rate
         return Proposal(v, w, False, goal, error_mm, error_deg, detail)
+
+    # ------------------------------------------------------------------------------ step and look
+
+    def _near(self, pose_a, pose_b):
+        cfg = self.config
+        return (
+            float(np.linalg.norm(pose_a[:3, 3] - pose_b[:3, 3])) <= cfg.look_still_mm
+            and rotation_angle_deg(pose_a[:3, :3], pose_b[:3, :3]) <= cfg.look_still_deg
+        )
+
+    def _observe_look(self, action, pose_at_frame_mm):
+        """Keep a frame's guidance for the current look if the probe stood at the look pose then."""
+        pose = np.asarray(pose_at_frame_mm, dtype=float)
+        if not np.all(np.isfinite(action)) or not np.all(np.isfinite(pose)):
+            return False
+        if self.phase != 'look' or self._look_pose is None or not self._near(pose, self._look_pose):
+            return False
+        self._look_actions.append(action)
+        return True
+
+    def _propose_step(self, pose_mm, base_mm, velocity, angular_velocity, workspace):
+        """Step-and-look: brake and look while still, then move ``step_fraction`` of what was seen."""
+        cfg = self.config
+        still = (
+            float(np.linalg.norm(velocity)) < 1e-9
+            and float(np.linalg.norm(angular_velocity)) < 1e-9
+            and self._near(pose_mm, base_mm)
+        )
+        if self.phase == 'move':
+            goal = self.target_mm if workspace is None else workspace.clamp(self.target_mm)
+            if self._near(pose_mm, goal) and self._near(base_mm, goal):
+                self.phase, self._look_pose, self._look_actions = 'look', None, []
+            else:
+                proposal = self._toward(goal, pose_mm, base_mm)
+                self.trace_note = f'move (look {self.looks})'
+                return proposal
+        # Looking: ask for zero velocity (the envelope brakes within the acceleration limit).
+        if self._look_pose is None and still:
+            self._look_pose = np.array(pose_mm, dtype=float)
+            self._look_actions = []
+        self.trace_note = f'look {self.looks + 1}: {len(self._look_actions)}/{cfg.look_frames} frames'
+        if self._look_pose is None or len(self._look_actions) < cfg.look_frames:
+            return Proposal(np.zeros(3), np.zeros(3), False, self.target_mm, detail=self.trace_note)
+        action = np.mean(self._look_actions, axis=0)
+        self.looks += 1
+        self.estimates += 1
+        self.last_look_action = action
+        if len(self.look_log) < 1000:
+            self.look_log.append((self._look_pose.copy(), action, len(self._look_actions)))
+        self._look_actions = []
+        seen_mm = float(np.linalg.norm(action[:3]))
+        seen_deg = rotation_angle_deg(action_to_matrix(action)[:3, :3], np.eye(3))
+        detail = f'look {self.looks}: guidance {seen_mm:.1f} mm / {seen_deg:.1f} deg'
+        if seen_mm <= cfg.reach_guidance_mm and seen_deg <= cfg.reach_guidance_deg:
+            self._looks_at_plane += 1
+            if self._looks_at_plane >= cfg.reach_looks:
+                self.trace_note = f'reached ({detail})'
+                return Proposal(np.zeros(3), np.zeros(3), True, self._look_pose, seen_mm, seen_deg, detail)
+            self.trace_note = detail
+            return Proposal(np.zeros(3), np.zeros(3), False, self._look_pose, seen_mm, seen_deg, detail)
+        self._looks_at_plane = 0
+        self.target_mm = self._look_pose @ scaled_action_matrix(action, cfg.step_fraction)
+        self.phase, self._look_pose = 'move', None
+        self.trace_note = detail
+        goal = self.target_mm if workspace is None else workspace.clamp(self.target_mm)
+        return self._toward(goal, pose_mm, base_mm)
+
+    def _toward(self, goal, pose_mm, base_mm):
+        """A velocity from ``base_mm`` that reaches ``goal`` and can stop there (no creeping tail).
+
+        Speed sqrt(2 a d) (the braking profile), never more than the distance left in one cycle;
+        the envelope caps speed and acceleration.
+        """
+        lim = self.limits
+        dt = lim.period_s
+        offset = goal[:3, 3] - base_mm[:3, 3]
+        distance = float(np.linalg.norm(offset))
+        v = np.zeros(3)
+        if distance > 1e-9:
+            speed = min(math.sqrt(2.0 * lim.max_linear_acceleration_mm_s2 * distance), distance / dt)
+            v = offset / distance * speed
+        rotvec = matrix_to_rotvec_deg(goal[:3, :3] @ base_mm[:3, :3].T)
+        angle = float(np.linalg.norm(rotvec))
+        w = np.zeros(3)
+        if angle > 1e-9:
+            rate = min(math.sqrt(2.0 * lim.max_angular_acceleration_deg_s2 * angle), angle / dt)
+            w = rotvec / angle * rate
+        error_mm = float(np.linalg.norm(goal[:3, 3] - pose_mm[:3, 3]))
+        error_deg = rotation_angle_deg(goal[:3, :3], pose_mm[:3, :3])
+        detail = f'step: goal {error_mm:.1f} mm / {error_deg:.1f} deg away'
+        return Proposal(v, w, False, goal, error_mm, error_deg, detail)
+
+
+def scaled_action_matrix(action, fraction):
+    """U of ``fraction`` of ``action``: the translation scaled, the rotation scaled along its geodesic."""
+    T = action_to_matrix(np.asarray(action, dtype=float))
+    out = np.eye(4)
+    out[:3, 3] = fraction * T[:3, 3]
+    out[:3, :3] = rotvec_to_matrix(fraction * matrix_to_rotvec_deg(T[:3, :3]))
+    return out
+
