@@ -153,6 +153,7 @@ class DemoMonitor:
         self.model_id = ''
         self.guidance_messages = 0
         self.guidance_valid = 0
+        self.recording = True
         self._lock = threading.Lock()
         import rclpy
 
@@ -184,7 +185,18 @@ class DemoMonitor:
     def _now_ns(self):
         return self.node.get_clock().now().nanoseconds
 
+    def stop_recording(self):
+        """Record nothing more from here on.
+
+        What follows the stop decision is the graph shutting down (nodes that exit one after
+        another make the controller report node_dead faults), not the run.
+        """
+        with self._lock:
+            self.recording = False
+
     def _on_guidance(self, msg):
+        if not self.recording:
+            return
         self.bag.write(GUIDANCE_TOPIC, self._now_ns(), self._serialize(msg))
         with self._lock:
             self.guidance_messages += 1
@@ -193,6 +205,8 @@ class DemoMonitor:
                 self.model_id = msg.model_id
 
     def _on_state(self, msg):
+        if not self.recording:
+            return
         self.bag.write(STATE_TOPIC, self._now_ns(), self._serialize(msg))
         record = state_record(msg.data)
         if record is not None:
@@ -323,6 +337,7 @@ def run_graph(profile, values, run_dir, duration_s, hold_s=1.0, overrides=None, 
                 break
             time.sleep(0.1)
         say(f'stopping: {record.stop_reason}')
+        monitor.stop_recording()
         ok, message = monitor.call(monitor.stop_client, 20.0, check)
         if not ok:
             raise DemoSetupError(f'the recorder did not close its bag: {message}')

@@ -250,7 +250,7 @@ def format_summary(summary, fields):
     )
     timing = (
         f'pedal pressed at {_seconds(summary.press_s)}, first motion at {_seconds(summary.first_motion_s)}, '
-        f'plane reached at {_seconds(summary.reached_s)}'
+        f'controller declared the plane reached at {_seconds(summary.reached_s)}'
     )
     if summary.press_to_reached_s is not None:
         timing += f' -> {summary.press_to_reached_s:.1f} s after the press'
