@@ -146,8 +146,12 @@ def test_node_guides_the_capture_frames_and_switches_planes(harness, tmp_path):
     # Each guidance answers one captured frame: same stamp, consecutive frames, none skipped.
     frame_stamps = [int(i.data[0]) for i in got['infos']]
     stamps = [_stamp_ns(m.header.stamp) for m in messages]
-    assert set(stamps) <= set(frame_stamps)
-    positions = [frame_stamps.index(s) for s in stamps[5:]]
+    # The test's own /us/frame_info subscription can match the capture node a frame or two after
+    # the guidance node's image subscription did: compare from the first frame the test saw.
+    answered = [s for s in stamps if s >= frame_stamps[0]]
+    assert len(answered) >= len(stamps) - 3, (len(answered), len(stamps))
+    assert set(answered) <= set(frame_stamps)
+    positions = [frame_stamps.index(s) for s in answered[5:]]
     assert positions == list(range(positions[0], positions[0] + len(positions)))
     latencies_ms = [(receipt - _stamp_ns(m.header.stamp)) / 1e6 for m, receipt in got['guidance'][5:]]
     assert np.median(latencies_ms) < 100, latencies_ms
