@@ -110,6 +110,7 @@ def test_only_the_envelope_creates_motion_commands():
         (dict(estop=True), Verdict.STOP, 'estop'),
         (dict(dead_nodes=('/guidance: no publisher',)), Verdict.STOP, 'node_dead'),
         (dict(arm_errors=('reflex',)), Verdict.STOP, 'arm_error'),
+        (dict(starting_inputs=('/guidance: no publisher yet',)), Verdict.STOP, 'inputs_starting'),
         (dict(pose_mm=None, pose_stamp_s=None), Verdict.STOP, 'pose_missing'),
         (dict(pose_stamp_s=0.85), Verdict.STOP, 'pose_stale'),
         (dict(pose_stamp_s=1.2), Verdict.STOP, 'pose_from_future'),
@@ -237,6 +238,26 @@ def test_state_machine_needs_a_fresh_press_and_latches_faults():
     assert sm.update(decision(Verdict.HOLD), False, False) is ControlState.STOPPED
     assert sm.update(decision(Verdict.STOP, 'deadman_released'), True, False) is ControlState.IDLE
     assert [t[2].value for t in sm.transitions][:3] == ['armed', 'moving', 'plane_reached']
+
+
+def test_a_starting_graph_stops_without_a_fault_and_a_press_held_through_it_does_not_arm():
+    envelope = armed_envelope()
+    starting = envelope.decide(nominal(starting_inputs=('/guidance: no publisher yet',)), push_along_x)
+    assert (starting.verdict, starting.reason) == (Verdict.STOP, 'inputs_starting')
+    assert not starting.is_fault and starting.command is None
+    assert '/guidance: no publisher yet' in starting.detail
+    # A dead node outranks it: once heard from, a topic that goes away is a fault at once.
+    both = nominal(
+        starting_inputs=('/us/frame_info: no publisher yet',), dead_nodes=('/guidance: no publisher',)
+    )
+    assert envelope.decide(both, push_along_x).reason == 'node_dead'
+
+    sm = ControlStateMachine()
+    assert sm.update(starting, True, False) is ControlState.IDLE  # released while starting
+    assert sm.update(decision(Verdict.HOLD), False, False) is ControlState.IDLE  # held: does not arm
+    assert sm.update(decision(Verdict.STOP, 'deadman_released'), True, False) is ControlState.IDLE
+    assert sm.update(decision(Verdict.HOLD), False, False) is ControlState.ARMED  # a fresh press does
+    assert not any(t[2] is ControlState.FAULT for t in sm.transitions)
 
 
 # ------------------------------------------------------------------------ planner and controller

@@ -161,11 +161,9 @@ def mark(driver):
 def arm_and_move(driver, wait_until):
     """Release, press, and wait until the node moves the probe."""
     driver.held = False
+    # 'deadman_released' (not 'inputs_starting'): every watched topic is up and the release counts.
     wait_until(
-        lambda: (
-            (driver.latest_state() or {}).get('reason') in ('deadman_released',)
-            or (driver.latest_state() or {}).get('state') == 'idle'
-        ),
+        lambda: (driver.latest_state() or {}).get('reason') == 'deadman_released',
         15,
         message='deadman seen released',
     )
@@ -302,6 +300,29 @@ def test_death_of_the_guidance_process_stops_the_arm(arm_control, rclpy_context,
         if guidance.poll() is None:
             guidance.kill()
         guidance.wait(5)
+
+
+def test_a_starting_graph_is_not_a_fault_until_the_grace_runs_out(processes, rclpy_context, wait_until):
+    node = processes.start(
+        node_args('arm_control', *NODE_PARAMS, 'startup_grace_s:=4.0', files=('arm_control.yaml',)),
+        name='arm_control',
+    )
+    driver = Driver(rclpy_context, publish_guidance=False)  # pedal and frames, never guidance
+    try:
+        first = wait_state(driver, wait_until, 'idle', 'inputs_starting', timeout=30)
+        assert '/guidance: ' in first['detail'], first
+        driver.held = True  # pressed while the graph starts: nothing may arm or move
+        found = wait_state(driver, wait_until, 'fault', 'node_dead', timeout=15)
+        assert '/guidance: no publisher' in found['dead_nodes'], found
+        with driver.lock:
+            before = [s for s in driver.states if s['stamp'] < found['stamp']]
+        assert before and all(s['state'] == 'idle' and s['reason'] == 'inputs_starting' for s in before), [
+            (s['state'], s['reason']) for s in before
+        ]
+        assert found['stamp'] - before[0]['stamp'] <= 4.5
+    finally:
+        driver.close()
+    assert node.popen.poll() is None, node.output()
 
 
 def test_malformed_limits_refuse_to_start(processes):

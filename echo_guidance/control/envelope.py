@@ -50,6 +50,9 @@ class Verdict(enum.Enum):
 # Reason codes, the verdict each leads to, and whether it is an operator stop (deadman, e-stop)
 # rather than a fault. docs/autonomous.md has the full table with the test for each.
 STOP_OPERATOR = ('estop', 'deadman_released', 'deadman_timeout', 'deadman_missing')
+# A stop that is neither: the graph is still starting (watched topics not heard from yet, within the
+# node's startup grace). Nothing moves, but it is not reported as a fault.
+STOP_STARTING = ('inputs_starting',)
 STOP_FAULTS = (
     'clock_invalid',
     'node_dead',
@@ -128,6 +131,8 @@ class ControlInputs:
         frame_stamp_s: acquisition time of the newest ultrasound frame.
         guidance: the newest guidance.
         dead_nodes: descriptions of watched nodes / topics that are dead (no publisher or silent).
+        starting_inputs: watched topics not heard from yet while the graph starts (the caller's
+            startup grace); a stop, but not a fault. After the grace they are ``dead_nodes``.
         arm_errors: errors the arm reports.
     """
 
@@ -143,6 +148,7 @@ class ControlInputs:
     guidance: GuidanceSample | None = None
     dead_nodes: tuple = ()
     arm_errors: tuple = ()
+    starting_inputs: tuple = ()
 
 
 class MotionCommand:
@@ -209,7 +215,7 @@ class Decision:
     @property
     def is_fault(self):
         """A stop for a fault (not for the operator's deadman or e-stop)."""
-        return self.verdict is Verdict.STOP and self.reason not in STOP_OPERATOR
+        return self.verdict is Verdict.STOP and self.reason not in STOP_OPERATOR + STOP_STARTING
 
     def describe(self):
         """One line: verdict, reason, detail."""
@@ -406,6 +412,8 @@ class SafetyEnvelope:
             return stop, 'node_dead', '; '.join(str(d) for d in inputs.dead_nodes)
         if inputs.arm_errors:
             return stop, 'arm_error', '; '.join(str(e) for e in inputs.arm_errors)
+        if inputs.starting_inputs:
+            return stop, 'inputs_starting', 'waiting for ' + '; '.join(str(d) for d in inputs.starting_inputs)
 
         def age_problem(stamp, max_age, what):
             if stamp is None:

@@ -12,6 +12,8 @@ States:
   is released (→ stopped) or a new target is set (→ armed).
 * ``stopped``: an operator stop (deadman released or silent, e-stop). Re-arms on a fresh press (a
   release seen after the e-stop was cleared, then held); shows idle while released.
+* While the graph starts (``inputs_starting``: watched topics not heard from yet, within the node's
+  start-up grace) the state does not change and a deadman release does not count toward a press.
 * ``fault``: any other stop reason (stale pose, force limit, dead node, ...). Latched: re-arms only
   on a fresh press whose release came after the last cycle with the fault.
 
@@ -20,7 +22,7 @@ Motion is allowed only in ``armed`` and ``moving``; an unknown state allows noth
 
 import enum
 
-from echo_guidance.control.envelope import Verdict
+from echo_guidance.control.envelope import STOP_STARTING, Verdict
 
 
 class ControlState(enum.Enum):
@@ -91,6 +93,12 @@ class ControlStateMachine:
             # A release while the fault is still there does not count: release after it is gone.
             self.release_seen = False
             self._go(ControlState.FAULT, reason)
+            return self.state
+        if verdict is Verdict.STOP and reason in STOP_STARTING:
+            # Still starting: nothing arms, and a press held through the start-up does not arm the
+            # moment the graph is ready (surprise motion): release and press again after it.
+            self.release_seen = False
+            self.reason = reason
             return self.state
         if deadman_released_message:
             self.release_seen = True

@@ -20,7 +20,9 @@ state_publish_rate_hz / decimated_pose_rate_hz; the guidance and capture nodes r
 (geometry_msgs/PoseStamped) on ``ros2.command_topic``.
 
 Liveness: every topic in ``watch_topics`` must have a publisher and a message younger than
-``limits.liveness_timeout_s``; otherwise the node counts as dead and the arm stops (fault).
+``limits.liveness_timeout_s``; otherwise the node counts as dead and the arm stops (fault). A
+topic not heard from yet in the first ``startup_grace_s`` (15 s) stops the arm too, but as
+``inputs_starting`` (state idle, no fault): the graph's processes come up one by one.
 Any exception in a cycle stops the arm. Limits are validated at start-up: a malformed value
 refuses to start with a message naming the key.
 """
@@ -117,6 +119,15 @@ def parameter_specs():
             DECIMATED_POSE_RATE_HZ,
             'rate of decimated_pose_topic; state_publish_rate_hz must be a whole multiple of it',
             *DECIMATED_RATE_RANGE_HZ,
+            read_only=True,
+        ),
+        spec(
+            'startup_grace_s',
+            15.0,
+            'after start, watched topics not heard from yet are "inputs_starting" (stop, no fault) '
+            'for this long; then they count as dead nodes (fault)',
+            0.0,
+            300.0,
             read_only=True,
         ),
         spec('diagnostics_period_s', 0.5, 'diagnostics period', 0.05, 60.0, read_only=True),
@@ -318,6 +329,7 @@ def main(args=None):
             self.deadman = (None, None)
             self.estop = False
             self.dead_nodes = ()
+            self.starting_inputs = ()
             self.cycle_errors = 0
             self.last_published = (None, None, None, -math.inf)
 
@@ -459,22 +471,32 @@ def main(args=None):
             f, t = msg.wrench.force, msg.wrench.torque
             self.backend.on_wrench(stamp_s(msg.header), [f.x, f.y, f.z, t.x, t.y, t.z])
 
-        def _dead_nodes(self, now):
-            dead = []
+        def _liveness(self, now):
+            """(dead, starting): watched topics that are dead, and those not heard from yet.
+
+            A topic never heard from is "starting" during the first ``startup_grace_s`` (the
+            processes of a graph come up one by one: no fault for that), dead after it. A topic
+            heard from once and then without publisher or silent is dead at once.
+            """
+            dead, starting = [], []
             timeout = self.limits.liveness_timeout_s
+            in_grace = now - self.started_s <= self.params['startup_grace_s']
             for topic in self.watch_topics:
-                if self.count_publishers(topic) == 0:
-                    dead.append(f'{topic}: no publisher')
-                    continue
+                publishers = self.count_publishers(topic)
                 heard = self.last_heard.get(topic)
                 if heard is None:
-                    if now - self.started_s > timeout:
-                        dead.append(f'{topic}: nothing received')
+                    what = 'no publisher yet' if publishers == 0 else 'waiting for the first message'
+                    if in_grace:
+                        starting.append(f'{topic}: {what}')
+                    elif publishers == 0:
+                        dead.append(f'{topic}: no publisher')
                     else:
-                        dead.append(f'{topic}: waiting for the first message')
+                        dead.append(f'{topic}: nothing received')
+                elif publishers == 0:
+                    dead.append(f'{topic}: no publisher')
                 elif now - heard > timeout:
                     dead.append(f'{topic}: silent for {now - heard:.2f} s')
-            return tuple(dead)
+            return tuple(dead), tuple(starting)
 
         # ------------------------------------------------------------------------ cycle
 
@@ -482,7 +504,7 @@ def main(args=None):
             now = self._now_s()
             try:
                 state = self.arm.state()
-                self.dead_nodes = self._dead_nodes(now)
+                self.dead_nodes, self.starting_inputs = self._liveness(now)
                 held, deadman_stamp = self.deadman
                 errors = () if state is None else tuple(state.errors)
                 connection_error = getattr(self.backend, 'connection_error', lambda: '')()
@@ -501,6 +523,7 @@ def main(args=None):
                     guidance=self.guidance,
                     dead_nodes=self.dead_nodes,
                     arm_errors=errors,
+                    starting_inputs=self.starting_inputs,
                 )
                 report = self.controller.cycle(inputs)
             except Exception as error:  # noqa: BLE001 - any failure: stop the arm, report, go on checking
@@ -582,6 +605,7 @@ def main(args=None):
                 'cycle_errors': self.cycle_errors,
                 'estop': self.estop,
                 'dead_nodes': '; '.join(self.dead_nodes),
+                'starting_inputs': '; '.join(self.starting_inputs),
                 'reasons': json.dumps(dict(self.controller.reason_counts)),
             }
             if self.pose_pub is not None:
