@@ -79,30 +79,18 @@ class ControlBagWriter:
 
     def __init__(self, path):
         """Create the bag at ``path`` (must not exist) with one connection per topic."""
-        from rosbags.interfaces import Qos, QosDurability, QosHistory, QosLiveliness, QosReliability, QosTime
         from rosbags.rosbag2 import StoragePlugin, Writer
 
+        from echo_guidance.bags._metadata import default_qos
         from echo_guidance.bags.schema import get_typestore
 
         store = get_typestore()
-        default = QosTime(0, 0)
-        reliable = Qos(
-            QosHistory.KEEP_LAST,
-            10,
-            QosReliability.RELIABLE,
-            QosDurability.VOLATILE,
-            default,
-            default,
-            QosLiveliness.AUTOMATIC,
-            default,
-            False,
-        )
         self.path = Path(path)
         self._writer = Writer(self.path, version=9, storage_plugin=StoragePlugin.MCAP)
         self._writer.open()
         self._connections = {
             topic: self._writer.add_connection(
-                topic, msgtype, typestore=store, offered_qos_profiles=[reliable]
+                topic, msgtype, typestore=store, offered_qos_profiles=default_qos(topic)  # reliable
             )
             for topic, msgtype in ((GUIDANCE_TOPIC, GUIDANCE_TYPE), (STATE_TOPIC, STATE_TYPE))
         }
