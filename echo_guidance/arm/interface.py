@@ -265,12 +265,9 @@ class ArmInterface:
                     False, 'timeout', f'not reached within {timeout_s:g} s', cycles, _pose_of(state)
                 )
             allowed = bool(enabled())
-            inputs = ControlInputs(
-                now_s=now,
-                pose_mm=None if state is None else state.pose_mm,
-                pose_stamp_s=None if state is None else state.stamp_s,
-                wrench=None if state is None else state.wrench,
-                wrench_stamp_s=None if state is None else state.wrench_stamp_s,
+            inputs = ControlInputs.from_arm_state(
+                now,
+                state,
                 deadman_held=allowed,
                 deadman_stamp_s=now,
                 arm_errors=() if state is None else tuple(state.errors),

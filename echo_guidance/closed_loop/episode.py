@@ -225,12 +225,9 @@ def run_episode(
                 trace.append(_trace_row(now, state.pose_mm, target, frame, answer, controller, report))
         while pending and pending[0][0] <= now + 1e-9:
             guidance = pending.popleft()[1]
-        inputs = ControlInputs(
-            now_s=now,
-            pose_mm=state.pose_mm,
-            pose_stamp_s=state.stamp_s,
-            wrench=state.wrench,
-            wrench_stamp_s=state.wrench_stamp_s,
+        inputs = ControlInputs.from_arm_state(
+            now,
+            state,
             deadman_held=cycle > 0,
             deadman_stamp_s=now,  # released once, then a fresh press held
             frame_stamp_s=frame_stamp if frame_stamp is not None and frame_stamp <= now else None,

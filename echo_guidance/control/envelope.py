@@ -150,6 +150,22 @@ class ControlInputs:
     arm_errors: tuple = ()
     starting_inputs: tuple = ()
 
+    @classmethod
+    def from_arm_state(cls, now_s, state, **others):
+        """Inputs with the measured pose and wrench of an arm state (``None``: nothing measured yet).
+
+        ``others`` are the remaining fields (deadman, guidance, ...).
+        """
+        measured = {}
+        if state is not None:
+            measured = dict(
+                pose_mm=state.pose_mm,
+                pose_stamp_s=state.stamp_s,
+                wrench=state.wrench,
+                wrench_stamp_s=state.wrench_stamp_s,
+            )
+        return cls(now_s=now_s, **measured, **others)
+
 
 class MotionCommand:
     """One bounded setpoint for one control period; only :class:`SafetyEnvelope` creates these.

@@ -510,12 +510,9 @@ def main(args=None):
                 connection_error = getattr(self.backend, 'connection_error', lambda: '')()
                 if connection_error:
                     errors += (connection_error,)
-                inputs = ControlInputs(
-                    now_s=now,
-                    pose_mm=None if state is None else state.pose_mm,
-                    pose_stamp_s=None if state is None else state.stamp_s,
-                    wrench=None if state is None else state.wrench,
-                    wrench_stamp_s=None if state is None else state.wrench_stamp_s,
+                inputs = ControlInputs.from_arm_state(
+                    now,
+                    state,
                     deadman_held=held,
                     deadman_stamp_s=deadman_stamp,
                     estop=self.estop,
