@@ -376,3 +376,21 @@ def test_pose_lookup_interpolates_between_the_samples_around_the_frame_like_sync
     pose, reason, rejected = pose_at_stamp(bad, 100.0015, 0.002)
     assert pose is None and rejected == 1 and 'non-finite' in reason
     assert pose_at_stamp([], 1.0, 0.002)[1] == 'no pose sample received yet'
+
+
+def test_the_node_parameters_fill_every_fusion_and_reached_field():
+    import dataclasses
+
+    from echo_guidance.guidance.fusion import FusionConfig, ReachedConfig
+    from echo_guidance.nodes.guidance import PARAMETERS, fusion_config, reached_config
+
+    params = {spec.name: spec.default for spec in PARAMETERS}
+    for config_class, prefix in ((FusionConfig, 'fusion'), (ReachedConfig, 'reached')):
+        names = {f.name for f in dataclasses.fields(config_class)}
+        declared = {k.split('.', 1)[1] for k in params if k.startswith(prefix + '.')}
+        assert names <= declared, f'{prefix} fields without a node parameter: {names - declared}'
+    params.update({'fusion.window_s': 2.5, 'fusion.confidence_scale': [1.0, 2, 3, 4, 5, 6]})
+    params.update({'reached.enter_mm': 2.0, 'reached.exit_frames': 9})
+    fusion, reached = fusion_config(params), reached_config(params)
+    assert fusion.window_s == 2.5 and fusion.confidence_scale == (1.0, 2, 3, 4, 5, 6)
+    assert reached.enter_mm == 2.0 and reached.exit_frames == 9

@@ -22,6 +22,7 @@ as ``valid: false`` with the reason in ``status``; the node keeps running.
 """
 
 import collections
+import dataclasses
 import threading
 import time
 
@@ -148,6 +149,13 @@ PARAMETERS = [
         choices=('median', 'mean'),
     ),
     ParamSpec(
+        'fusion.outlier_sigma',
+        2.5,
+        'Method mean: drop predictions beyond this many robust standard deviations of the median.',
+        min_value=0.1,
+        max_value=100.0,
+    ),
+    ParamSpec(
         'fusion.motion_scale_mm',
         1.0,
         'Probe travel (mm) since a past frame that lowers its weight to 0.61; 0 = off.',
@@ -216,36 +224,31 @@ PARAMETERS = [
 ]
 
 
+def _config_from_parameters(config_class, p, prefix):
+    """``config_class`` built from the ``PREFIX.FIELD`` entries of the node's parameter dict.
+
+    Lists become tuples (the config dataclasses are frozen and hashable).
+    """
+    values = {}
+    for field in dataclasses.fields(config_class):
+        key = f'{prefix}.{field.name}'
+        if key in p:
+            values[field.name] = tuple(p[key]) if isinstance(p[key], list) else p[key]
+    return config_class(**values)
+
+
 def fusion_config(p):
     """FusionConfig from the node's parameter dict (raises ValueError for inconsistent values)."""
     from echo_guidance.guidance.fusion import FusionConfig
 
-    return FusionConfig(
-        enabled=p['fusion.enabled'],
-        window_s=p['fusion.window_s'],
-        max_frames=p['fusion.max_frames'],
-        half_life_s=p['fusion.half_life_s'],
-        method=p['fusion.method'],
-        min_frames=p['fusion.min_frames'],
-        motion_scale_mm=p['fusion.motion_scale_mm'],
-        motion_scale_deg=p['fusion.motion_scale_deg'],
-        confidence_scale=tuple(p['fusion.confidence_scale']),
-    )
+    return _config_from_parameters(FusionConfig, p, 'fusion')
 
 
 def reached_config(p):
     """ReachedConfig from the node's parameter dict (raises ValueError for inconsistent values)."""
     from echo_guidance.guidance.fusion import ReachedConfig
 
-    return ReachedConfig(
-        enter_mm=p['reached.enter_mm'],
-        enter_deg=p['reached.enter_deg'],
-        exit_mm=p['reached.exit_mm'],
-        exit_deg=p['reached.exit_deg'],
-        enter_frames=p['reached.enter_frames'],
-        exit_frames=p['reached.exit_frames'],
-        min_confidence=p['reached.min_confidence'],
-    )
+    return _config_from_parameters(ReachedConfig, p, 'reached')
 
 
 def _percentile_ms(values, q):
