@@ -118,7 +118,7 @@ def run(args):
 
 def _run_demo(args, model, model_id):
     from echo_guidance.demo.readback import RunBagError, check_demonstration_bag, read_run
-    from echo_guidance.demo.run import DemoSetupError, free_display_port, run_graph
+    from echo_guidance.demo.run import DemoInterrupted, DemoSetupError, free_display_port, run_graph
     from echo_guidance.demo.summary import format_summary, plot_run, summarise_run
     from echo_guidance.recording.profiles import ProfileError, load_profile
     from echo_guidance.sim import Patient
@@ -168,6 +168,14 @@ def _run_demo(args, model, model_id):
         record = run_graph(profile, values, run_dir, args.duration, HOLD_S, overrides=overrides, env=env)
     except DemoSetupError as error:
         return _fail(f'{error}\n(node logs in {run_dir / "logs"})')
+    except DemoInterrupted as stop:
+        from echo_guidance.up.supervise import repair_hint
+
+        statuses = ', '.join(f'{name} ({code})' for name, code in stop.record.exit_statuses.items())
+        _say(f'{stop}: graph stopped: {statuses}; no summary (the run did not finish)')
+        for bag in stop.record.cut_off_bags:
+            _say(repair_hint(bag))
+        return stop.exit_status
     failed_exits = {name: code for name, code in record.exit_statuses.items() if code != 0}
     _say(
         f'graph stopped after {record.wall_s:.1f} s: '

@@ -32,6 +32,21 @@ class DemoSetupError(RuntimeError):
     """The demo graph could not be brought up or kept running (names the node and why)."""
 
 
+class DemoInterrupted(RuntimeError):
+    """A stop signal (SIGINT, SIGTERM, SIGHUP) ended the run; the graph was stopped in order.
+
+    Attributes:
+        record: the RunRecord so far (bags, exit statuses, cut-off bags).
+        exit_status: 128 + the signal number.
+    """
+
+    def __init__(self, message, record, exit_status):
+        """Keep the record and the exit status."""
+        super().__init__(message)
+        self.record = record
+        self.exit_status = exit_status
+
+
 @dataclasses.dataclass
 class RunRecord:
     """What one run produced: bag paths, controller states, the page URL, the model id and node exits."""
@@ -47,6 +62,7 @@ class RunRecord:
     stop_reason: str = ''
     exit_statuses: dict = dataclasses.field(default_factory=dict)
     wall_s: float = 0.0
+    cut_off_bags: list = dataclasses.field(default_factory=list)
 
 
 def free_display_port(preferred=8765, host='127.0.0.1'):
@@ -254,17 +270,28 @@ def run_graph(profile, values, run_dir, duration_s, hold_s=1.0, overrides=None, 
 
     Raises:
         DemoSetupError: a node exited during the run, or the recorder could not start.
+        DemoInterrupted: SIGINT, SIGTERM or SIGHUP; the graph was stopped (arm control first) and
+            the bags closed (a recorder that had to be killed leaves its bag in ``cut_off_bags``).
     """
+    from echo_guidance.up.supervise import StopSignals
+
+    with StopSignals():
+        return _run_graph(profile, values, run_dir, duration_s, hold_s, overrides, env, say)
+
+
+def _run_graph(profile, values, run_dir, duration_s, hold_s, overrides, env, say):
     import rclpy
+    from rclpy.signals import SignalHandlerOptions
 
     from echo_guidance.recording.launcher import LaunchError, ProfileRun
+    from echo_guidance.up.supervise import StopSignals
 
     run_dir = Path(run_dir)
     record = RunRecord(run_dir=run_dir)
     started = time.monotonic()
     launch = ProfileRun(profile, run_dir / 'logs', values=values, overrides=overrides, env=env)
     context = rclpy.Context()
-    rclpy.init(context=context)
+    rclpy.init(context=context, signal_handler_options=SignalHandlerOptions.NO)
     control_bag = monitor = None
     failure = None
     try:
@@ -331,19 +358,26 @@ def run_graph(profile, values, run_dir, duration_s, hold_s=1.0, overrides=None, 
             raise DemoSetupError(f'the recorder did not close its bag: {message}')
     except DemoSetupError as error:
         failure = error
+    except KeyboardInterrupt as stop:
+        name = getattr(stop, 'name', 'SIGINT')
+        say(f'{name} received: stopping the graph (arm control first)')
+        failure = DemoInterrupted(f'stopped by {name}', record, getattr(stop, 'exit_status', 130))
     finally:
-        if monitor is not None:
-            record.states = monitor.snapshot()
-            record.model_id = monitor.model_id
-            record.guidance_messages = monitor.guidance_messages
-            record.guidance_valid = monitor.guidance_valid
-        record.exit_statuses = launch.stop()
-        if monitor is not None:
-            monitor.close()
-        if control_bag is not None:
-            control_bag.close()
-        rclpy.shutdown(context=context)
-        record.wall_s = time.monotonic() - started
+        with StopSignals.holding():  # a signal now must not cut the stop short
+            if monitor is not None:
+                monitor.stop_recording()
+                record.states = monitor.snapshot()
+                record.model_id = monitor.model_id
+                record.guidance_messages = monitor.guidance_messages
+                record.guidance_valid = monitor.guidance_valid
+            record.exit_statuses = launch.stop()
+            if monitor is not None:
+                monitor.close()
+            if control_bag is not None:
+                control_bag.close()
+            rclpy.shutdown(context=context)
+            record.cut_off_bags = launch.cut_off_bags()
+            record.wall_s = time.monotonic() - started
     if failure is not None:
         raise failure
     return record

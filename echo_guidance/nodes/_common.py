@@ -96,10 +96,54 @@ class ParamSpec:
                     from_value=float(self.min_value), to_value=float(self.max_value), step=0.0)]
         return descriptor
 
-    def validate(self, value):
-        """Return ``value`` normalised, or raise ParameterValidationError with the reason."""
-        if isinstance(value, (list, tuple, array.array)):
+    def coerce(self, value):
+        """Return ``value`` as the type of the default, or raise ParameterValidationError.
+
+        The same rules as ROS parameter types, except that an integer is accepted (as a float) where
+        a float is expected: ``rate_hz: 30`` means 30.0. Array elements follow the default's first
+        element.
+        """
+        if isinstance(value, (tuple, array.array)):
             value = list(value)  # rclpy hands over array values as array.array
+        if isinstance(self.default, (list, tuple)):
+            if not isinstance(value, list):
+                raise ParameterValidationError(
+                    f'parameter {self.name!r} = {value!r}: expected a list, got {type(value).__name__}'
+                )
+            if not self.default:
+                return value
+            return [self._coerce_scalar(v, self.default[0], value) for v in value]
+        return self._coerce_scalar(value, self.default, value)
+
+    def _coerce_scalar(self, v, like, whole):
+        integer = isinstance(v, int) and not isinstance(v, bool)
+        if isinstance(like, bool):
+            ok, expected = isinstance(v, bool), 'true or false'
+        elif isinstance(like, int):
+            ok, expected = integer, 'an integer'
+        elif isinstance(like, float):
+            if integer:
+                return float(v)
+            ok, expected = isinstance(v, float), 'a number'
+        elif isinstance(like, str):
+            ok, expected = isinstance(v, str), 'a string'
+        else:
+            ok, expected = True, ''
+        if not ok:
+            raise ParameterValidationError(
+                f'parameter {self.name!r} = {whole!r}: expected {expected}'
+                + (' in every element' if whole is not v else '')
+                + f', got {type(v).__name__}'
+            )
+        return v
+
+    def validate(self, value):
+        """Return ``value`` normalised, or raise ParameterValidationError with the reason.
+
+        Type (:meth:`coerce`), finiteness, range, choices and the extra check, in that order. The nodes
+        call it on their start values and every change, ``echo-guidance up --check`` on a profile's.
+        """
+        value = self.coerce(value)
 
         def fail(reason):
             raise ParameterValidationError(f'parameter {self.name!r} = {value!r}: {reason}')
@@ -136,6 +180,7 @@ def declare_parameters(node, specs, on_change=None):
     by_name = {spec.name: spec for spec in specs}
     values = {}
     for spec in specs:
+        _coerce_override(node, spec)
         try:
             parameter = node.declare_parameter(spec.name, spec.default, spec.descriptor())
         except Exception as err:  # rclpy rejects out-of-range / wrongly typed overrides itself
@@ -159,6 +204,35 @@ def declare_parameters(node, specs, on_change=None):
 
     node.add_on_set_parameters_callback(callback)
     return values
+
+
+def _coerce_override(node, spec):
+    """Give a start value from a parameter file the spec's type where that loses nothing (30 -> 30.0).
+
+    rclpy would refuse an integer for a float parameter; :meth:`ParamSpec.coerce` decides, the
+    same code ``echo-guidance up --check`` runs.
+    """
+    overrides = getattr(node, '_parameter_overrides', None)  # rclpy's start values for this node
+    if not overrides or spec.name not in overrides:
+        return
+    from rclpy.parameter import Parameter
+    original = overrides[spec.name].value
+    try:
+        value = spec.coerce(original)
+    except ParameterValidationError:
+        return  # declare_parameter / validate report it with the reason
+    if isinstance(value, list):
+        same = len(value) == len(original) and all(type(a) is type(b) for a, b in zip(value, original))
+    else:
+        same = type(value) is type(original)
+    if not same:
+        overrides[spec.name] = Parameter(spec.name, value=value)
+
+
+def undeclared_parameters(node):
+    """Names a parameter file or ``-p`` sets for ``node`` that it never declared (ROS ignores them)."""
+    overrides = getattr(node, '_parameter_overrides', None) or {}
+    return sorted(name for name in overrides if not node.has_parameter(name))
 
 
 class DiagnosticsPublisher:
@@ -216,20 +290,45 @@ def time_msg_to_ns(stamp):
 def run_node(node_factory, args=None):
     """Init rclpy, build the node with ``node_factory()``, spin until shutdown; return an exit code.
 
-    A :class:`ParameterValidationError` (or other ValueError) raised while building the node is
-    logged and gives exit code 2. Ctrl-C and external shutdown end the node cleanly with 0.
+    A :class:`ParameterValidationError` (or other ValueError) raised while building the node, and a
+    parameter the node does not declare (a misspelt name that ROS would silently ignore), are
+    logged and give exit code 2. Ctrl-C, SIGTERM and external shutdown end the node cleanly with 0.
+
+    A node started by a launcher (``ECHO_GUIDANCE_SUPERVISOR_PID``, :mod:`echo_guidance.up.supervise`)
+    refuses to start when the launcher is already gone (exit 3) and shuts itself down (SIGTERM to
+    itself: the same clean path) as soon as it is orphaned.
     """
+    import os
+    import signal
+
     import rclpy
     from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 
+    from echo_guidance.up.supervise import SupervisorWatch
+
+    supervisor = SupervisorWatch()
+    if supervisor.gone():
+        print(f'[ERROR] cannot start: {supervisor.describe()}', file=sys.stderr, flush=True)
+        return 3
     rclpy.init(args=args)
     node = None
     try:
         try:
             node = node_factory()
+            unknown = undeclared_parameters(node)
+            if unknown:
+                raise ParameterValidationError(
+                    f'unknown parameter(s) {unknown}: this node declares no such parameter '
+                    '(ros2 param list shows the declared ones)')
         except ValueError as err:
             print(f'[ERROR] cannot start: {err}', file=sys.stderr, flush=True)
             return 2
+
+        def orphaned():
+            print(f'[WARN] {supervisor.describe()}: shutting down', file=sys.stderr, flush=True)
+            os.kill(os.getpid(), signal.SIGTERM)
+
+        supervisor.start_thread(orphaned)
         executor = SingleThreadedExecutor()
         executor.add_node(node)
         executor.spin()

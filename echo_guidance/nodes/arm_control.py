@@ -230,6 +230,38 @@ def limits_from_parameters(params):
     return limits, planner
 
 
+def check_parameters(params):
+    """Rules across parameters, checked at start and by ``echo-guidance up --check`` (the same code).
+
+    The safety limits and planner settings (:func:`limits_from_parameters`), the decimated pose
+    topic of the backends that publish the pose, the simulated arm's plane.
+
+    Raises:
+        ValueError: naming the parameter.
+    """
+    from echo_guidance.control.limits import LimitsError
+    from echo_guidance.planes import UnknownPlaneError, check_plane
+    from echo_guidance.sim.patient import SIM_PLANES
+
+    try:
+        limits_from_parameters(params)
+    except LimitsError as error:
+        raise ValueError(f'refusing to start: {error}') from error
+    if params['backend'] != 'ros2_control':  # before the backend connects to anything
+        check_decimated_topic(
+            params['decimated_pose_topic'],
+            params['pose_topic'],
+            params['decimated_pose_rate_hz'],
+            params['state_publish_rate_hz'],
+            'state_publish_rate_hz',
+        )
+    if params['backend'] == 'kinematic':
+        try:
+            check_plane(params['kinematic.sim_plane'], SIM_PLANES)
+        except UnknownPlaneError as error:
+            raise ValueError(f'kinematic.sim_plane: {error}') from None
+
+
 def kinematic_start_pose(params):
     """The kinematic arm's start pose (4×4 mm) from the parameters."""
     import numpy as np
@@ -264,7 +296,6 @@ def main(args=None):
     from echo_guidance.arm.calibration import CalibrationError, calibration_from_node
     from echo_guidance.arm.interface import ArmInterface
     from echo_guidance.control import ArmController, ControlInputs, ControlState, GuidanceSample
-    from echo_guidance.control.limits import LimitsError
     from echo_guidance.geometry import matrix_to_pose_msg, pose_msg_to_matrix
     from echo_guidance.msg import Deadman, Guidance
     from echo_guidance.nodes._common import (
@@ -273,6 +304,7 @@ def main(args=None):
         run_node,
         seconds_to_time_msg,
     )
+    from echo_guidance.up.supervise import SupervisorWatch
 
     best_effort = QoSProfile(
         depth=5,
@@ -297,19 +329,11 @@ def main(args=None):
             super().__init__('arm_control')
             params = declare_parameters(self, parameter_specs())
             self.params = params
-            try:
-                self.limits, planner_config = limits_from_parameters(params)
-            except LimitsError as error:
-                raise ValueError(f'refusing to start: {error}') from error
+            check_parameters(params)
+            self.limits, planner_config = limits_from_parameters(params)
             backend_name = params['backend']
-            if backend_name != 'ros2_control':  # before the backend connects to anything
-                check_decimated_topic(
-                    params['decimated_pose_topic'],
-                    params['pose_topic'],
-                    params['decimated_pose_rate_hz'],
-                    params['state_publish_rate_hz'],
-                    'state_publish_rate_hz',
-                )
+            # Started by a launcher: an orphaned arm control is a dead node (stop), then shuts down.
+            self.supervisor = SupervisorWatch()
             self.calibration = None
             if backend_name != 'kinematic':
                 try:
@@ -479,6 +503,8 @@ def main(args=None):
             heard from once and then without publisher or silent is dead at once.
             """
             dead, starting = [], []
+            if self.supervisor.gone():
+                dead.append(self.supervisor.describe())
             timeout = self.limits.liveness_timeout_s
             in_grace = now - self.started_s <= self.params['startup_grace_s']
             for topic in self.watch_topics:
@@ -627,6 +653,10 @@ def main(args=None):
             """Stop the arm and its backend."""
             self.controller.shutdown()
             self.arm.close()
+            if self.context.ok():
+                self.get_logger().info('shut down: arm stopped')
+            else:  # rosout needs the context a stop signal has already shut down
+                print(f'[INFO] [{self.get_name()}]: shut down: arm stopped', file=sys.stderr, flush=True)
 
     return run_node(ArmControlNode, args=args)
 

@@ -93,9 +93,12 @@ def run(args):
         return 2
     import rclpy
     from rclpy.executors import SingleThreadedExecutor
+    from rclpy.signals import SignalHandlerOptions
 
     from echo_guidance.recording.launcher import LaunchError, ProfileRun
     from echo_guidance.recording.monitor import RosStatusMonitor, format_status
+    from echo_guidance.up.supervise import StopSignals, repair_hint
+    from echo_guidance.up.supervise import say as _say
 
     output_dir = Path(args.output_dir).resolve()
     log_dir = Path(args.log_dir or output_dir / 'logs')
@@ -113,13 +116,17 @@ def run(args):
         f'record: profile {profile.name} ({profile.description}); bags in {output_dir}; logs in {log_dir}',
         flush=True,
     )
-    rclpy.init()
+    # The launcher handles the stop signals itself (StopSignals): rclpy's own handlers would shut its
+    # context down under the monitor (ExternalShutdownException) before the nodes are stopped in order.
+    rclpy.init(signal_handler_options=SignalHandlerOptions.NO)
     node = rclpy.create_node('record_cli')
     executor = SingleThreadedExecutor()
     executor.add_node(node)
     monitor = RosStatusMonitor(node, recorder_names[0])
     saved = []
     interactive = args.demonstrations == 0
+    status_code = 0
+    signals = StopSignals().__enter__()
     try:
         launch.start()
         deadline = time.monotonic() + args.startup_timeout
@@ -152,7 +159,7 @@ def run(args):
             while commands:
                 command = commands.pop(0)
                 if command == 'q':
-                    raise KeyboardInterrupt
+                    raise _Quit
                 recording = (monitor.snapshot.recorder or {}).get('state') == 1
                 if command == 'toggle':
                     command = 'stop' if recording else 'start'
@@ -183,15 +190,36 @@ def run(args):
                 and len(saved) >= args.demonstrations
             ):
                 break
-    except KeyboardInterrupt:
+    except _Quit:
         if (monitor.snapshot.recorder or {}).get('state') == 1:
             monitor.call(monitor.stop_client, executor)
+    except KeyboardInterrupt as stop:
+        # A stop signal: no service calls (the terminal may be gone); the recorder closes an open bag
+        # when it is stopped (SIGINT), after arm and capture.
+        status_code = getattr(stop, 'exit_status', 130)
+        _say(f'\nrecord: {getattr(stop, "name", "SIGINT")} received: stopping the nodes')
     except LaunchError as error:
-        print(f'\nrecord: {error}', file=sys.stderr)
-        return 1
+        _say(f'\nrecord: {error}', sys.stderr)
+        status_code = 1
     finally:
-        launch.stop()
-        node.destroy_node()
-        rclpy.try_shutdown()
-    print(f'\nrecord: {len(saved)} demonstration(s) saved' + ''.join(f'\n  {path}' for path in saved))
-    return 0
+        with StopSignals.holding():  # a signal now must not cut the stop short
+            results = launch.stop()
+            last = monitor.snapshot.recorder or {}
+            open_bag = last.get('bag_path') if last.get('state') == 1 else None
+            node.destroy_node()
+            rclpy.try_shutdown()
+            cut_off = launch.cut_off_bags()
+            if status_code:
+                _say('record: stopped ' + ', '.join(f'{name} ({code})' for name, code in results.items()))
+            for bag in cut_off:
+                _say(f'record: {repair_hint(bag)}', sys.stderr)
+            if open_bag and str(open_bag) not in {str(b) for b in cut_off} and open_bag not in saved:
+                saved.append(open_bag)  # closed by the recorder as it stopped
+        signals.__exit__(None, None, None)
+    _say(f'\nrecord: {len(saved)} demonstration(s) saved' + ''.join(f'\n  {path}' for path in saved))
+    return status_code
+
+
+class _Quit(Exception):
+    """q + Enter: stop an open bag through the service, then the nodes."""
+

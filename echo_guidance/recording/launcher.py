@@ -3,6 +3,12 @@
 There is no ``ros2 launch`` in this environment (docs/recording.md), so ``echo-guidance record``
 and ``echo-guidance bench record`` start the nodes themselves, the same way the launch files in
 ``launch/`` describe them. Each process writes its output to ``<log_dir>/<name>.log``.
+
+Supervision (:mod:`echo_guidance.up.supervise`): every child leads its own process group, gets
+SIGTERM from the kernel when the launcher dies (SIGKILL included) and knows the launcher's pid
+(``ECHO_GUIDANCE_SUPERVISOR_PID``). :meth:`ProfileRun.stop` stops arm control first (the arm must
+stop before anything it depends on goes), then the other nodes together (the recorder closes its
+bag), then the helper processes; each phase SIGINT, then SIGTERM, then SIGKILL to the process group.
 """
 
 import os
@@ -12,7 +18,13 @@ import subprocess
 import time
 from pathlib import Path
 
-from echo_guidance.recording.profiles import node_command, process_command
+from echo_guidance.recording.profiles import node_command, process_command, substitute
+from echo_guidance.up.supervise import StopSignals, child_preexec, supervised_env, unfinished_bags
+
+# Seconds a phase of the stop waits after SIGINT, then after SIGTERM, before SIGKILL. A node stops in
+# well under a second; the whole graph must be gone within 3 s of a stop signal to the launcher.
+STOP_GRACE_S = (1.2, 0.4)
+ARM_CONTROL_MODULE = 'arm_control'
 
 
 class LaunchError(RuntimeError):
@@ -22,9 +34,13 @@ class LaunchError(RuntimeError):
 class ManagedProcess:
     """One started process and its log file."""
 
-    def __init__(self, name, argv, log_path, env):
-        """Start ``argv`` with stdout and stderr going to ``log_path``."""
+    def __init__(self, name, argv, log_path, env, node=None):
+        """Start ``argv`` with stdout and stderr going to ``log_path``, tied to this process's life.
+
+        ``node`` is the node module (``arm_control``, ``recorder``, ...) or None for a helper process.
+        """
         self.name = name
+        self.node = node
         self.argv = list(argv)
         self.log_path = Path(log_path)
         with open(self.log_path, 'wb') as log:
@@ -33,8 +49,9 @@ class ManagedProcess:
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
-                env=env,
-                start_new_session=True,
+                env=supervised_env(env),
+                start_new_session=True,  # its own process group: a stop reaches what it started
+                preexec_fn=child_preexec(),  # SIGTERM when this process dies, even by SIGKILL
             )
 
     @property
@@ -80,17 +97,50 @@ class ManagedProcess:
                 )
             time.sleep(0.05)
 
+    def send(self, sig):
+        """Send ``sig`` to the process (SIGKILL: to its whole process group) if it still runs."""
+        if sig == signal.SIGKILL:
+            self.kill_group()
+        elif self.running():
+            try:
+                self.popen.send_signal(sig)
+            except ProcessLookupError:
+                pass
+
+    def kill_group(self):
+        """SIGKILL the process and whatever is left in its process group (what it started itself)."""
+        try:
+            os.killpg(self.popen.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+        if self.running():
+            try:
+                self.popen.kill()
+            except ProcessLookupError:
+                pass
+
     def stop(self, grace_s=5.0):
         """Stop the process: SIGINT, then SIGTERM, then SIGKILL; return its exit status."""
-        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGKILL):
-            if not self.running():
-                break
-            self.popen.send_signal(sig)
-            try:
-                self.popen.wait(timeout=grace_s)
-            except subprocess.TimeoutExpired:
-                continue
-        return self.popen.wait()
+        return stop_together([self], (grace_s, grace_s))[self.name]
+
+
+def stop_together(processes, grace_s=STOP_GRACE_S):
+    """Stop ``processes`` at once: SIGINT, SIGTERM after ``grace_s[0]``, SIGKILL after ``grace_s[1]`` more.
+
+    Returns {name: exit status}; their process groups are SIGKILLed afterwards (leftover children).
+    """
+    for sig, wait_s in ((signal.SIGINT, grace_s[0]), (signal.SIGTERM, grace_s[1]), (signal.SIGKILL, 5.0)):
+        running = [p for p in processes if p.running()]
+        if not running:
+            break
+        for process in running:
+            process.send(sig)
+        deadline = time.monotonic() + wait_s
+        while any(p.running() for p in running) and time.monotonic() < deadline:
+            time.sleep(0.02)
+    for process in processes:
+        process.kill_group()
+    return {process.name: process.popen.wait() for process in processes}
 
 
 class ProfileRun:
@@ -118,10 +168,12 @@ class ProfileRun:
             )
         self.env = dict(env or os.environ)
         self.processes = []
+        self.started_at = None
 
     def start(self):
         """Start everything; on failure stop what was started and raise LaunchError."""
         self.log_dir.mkdir(parents=True, exist_ok=True)
+        self.started_at = time.time()
         try:
             for spec in self.profile.processes:
                 process = self._start(spec.name, process_command(spec))
@@ -132,14 +184,15 @@ class ProfileRun:
                 self._start(
                     spec.name,
                     node_command(spec, self.values, self.overrides.get(spec.name), params_dir=self.log_dir),
+                    node=spec.node,
                 )
         except BaseException:
             self.stop()
             raise
         return self
 
-    def _start(self, name, argv):
-        process = ManagedProcess(name, argv, self.log_dir / f'{name}.log', self.env)
+    def _start(self, name, argv, node=None):
+        process = ManagedProcess(name, argv, self.log_dir / f'{name}.log', self.env, node=node)
         self.processes.append(process)
         return process
 
@@ -158,9 +211,43 @@ class ProfileRun:
                     f'{process.name} exited with status {process.popen.returncode}:\n{process.tail()}'
                 )
 
-    def stop(self, grace_s=5.0):
-        """Stop the nodes (in reverse order), then the helper processes; return {name: exit status}."""
-        return {process.name: process.stop(grace_s) for process in reversed(self.processes)}
+    def stop(self, grace_s=STOP_GRACE_S):
+        """Stop everything, in order; return {name: exit status} in the order they were stopped.
+
+        Arm control first (the arm stops while its inputs still run), then the other nodes together
+        (the recorder finalises its bag), then the helper processes (franky-sim serves arm control).
+        Stop signals to this process are noted but do not interrupt it (:class:`StopSignals`).
+        """
+        with StopSignals.holding():
+            arm = [p for p in self.processes if p.node == ARM_CONTROL_MODULE]
+            nodes = [p for p in reversed(self.processes) if p.node not in (None, ARM_CONTROL_MODULE)]
+            helpers = [p for p in reversed(self.processes) if p.node is None]
+            results = {}
+            for phase in (arm, nodes, helpers):
+                if phase:
+                    results.update(stop_together(phase, grace_s))
+            return results
+
+    def recorder_folders(self):
+        """The output folders of the profile's recorder nodes (placeholders filled)."""
+        folders = []
+        for spec in self.profile.nodes:
+            if spec.node != 'recorder':
+                continue
+            value = {**spec.parameters, **self.overrides.get(spec.name, {})}.get('output_dir')
+            if value:
+                try:
+                    folders.append(Path(substitute(value, self.values)))
+                except ValueError:
+                    continue
+        return folders
+
+    def cut_off_bags(self):
+        """Bags this run's recorders left "in progress" (killed before closing them)."""
+        found = []
+        for folder in self.recorder_folders():
+            found += unfinished_bags(folder, since=self.started_at)
+        return found
 
     def __enter__(self):
         """Start the profile."""

@@ -246,7 +246,8 @@ def node_command(spec, values=None, overrides=None, python=sys.executable, param
     The profile's parameters and ``overrides`` go into a parameter file written to ``params_dir``
     (a temporary folder by default), keyed by the node's name and loaded after the profile's
     ``params_files``: values given there for this node win over the files' (a ``-p`` override would
-    lose against a file that names the node).
+    lose against a file that names the node). Each value is written as the node's parameter type
+    (:func:`echo_guidance.up.params.typed_parameters`: ``"{display_port}"`` becomes an integer).
 
     Args:
         spec: the NodeSpec.
@@ -263,6 +264,10 @@ def node_command(spec, values=None, overrides=None, python=sys.executable, param
         name: substitute(value, values) for name, value in {**spec.parameters, **(overrides or {})}.items()
     }
     if parameters:
+        from echo_guidance.up.params import typed_parameters
+
+        # A placeholder gives text ("{display_port}" -> "0"): the node's parameter type decides.
+        parameters = typed_parameters(spec.node, parameters)
         directory = (
             Path(params_dir) if params_dir is not None else Path(tempfile.mkdtemp(prefix='echo_guidance-'))
         )

@@ -3,7 +3,9 @@
 The same graph as ``ros2 launch echo_guidance PROFILE.launch.py``, from the same profile YAML
 (config/profiles/). Each process logs to ``<log-dir>/<name>.log``. If any process exits, every other
 one is stopped too (a dead node must not leave the rest running half a system) and the command
-fails; Ctrl-C stops everything (nodes first, then helper processes).
+fails. SIGINT (Ctrl-C), SIGTERM and SIGHUP (a closed SSH session) stop everything in order (arm
+control first, then the other nodes, then helper processes) and exit with 128 + the signal's number;
+the nodes also die with a killed ``up`` (docs/autonomous.md section 1).
 """
 
 import sys
@@ -23,7 +25,8 @@ def register(subparsers):
     parser.add_argument(
         '--check',
         action='store_true',
-        help='check the profile (executables, files, parameter names, placeholders) and exit',
+        help='check the profile with --arg and --set applied (executables, files, placeholders, and every '
+        "node parameter: name, type, range, plane, model file, the nodes' own rules) and exit",
     )
     parser.add_argument(
         '--arg',
@@ -88,7 +91,9 @@ def run(args):
     except (ProfileError, ValueError) as error:
         print(f'up: {error}', file=sys.stderr)
         return 2
-    problems = check_profile(profile, values)
+    # The same checks as the nodes' own at start-up, on the values they would get (--arg and --set
+    # included): a run is refused before anything starts.
+    problems = check_profile(profile, values, overrides)
     if args.check or problems:
         for problem in problems:
             print(f'up: {profile.name}: {problem}', file=sys.stderr)
@@ -99,6 +104,8 @@ def run(args):
         )
         return 0
     from echo_guidance.recording.launcher import LaunchError, ProfileRun
+    from echo_guidance.up.supervise import StopSignals, repair_hint
+    from echo_guidance.up.supervise import say as _say
 
     log_dir = Path(args.log_dir or Path(values['output_dir']) / 'logs')
     try:
@@ -106,22 +113,29 @@ def run(args):
     except LaunchError as error:
         print(f'up: {error}', file=sys.stderr)
         return 2
-    print(f'up: profile {profile.name} ({profile.description}); logs in {log_dir}', flush=True)
+    _say(f'up: profile {profile.name} ({profile.description}); logs in {log_dir}')
     status = 0
-    try:
-        launch.start()
-        for process in launch.processes:
-            print(f'up:   {process.name:14s} pid {process.pid}  {" ".join(process.argv[:4])} ...', flush=True)
-        deadline = time.monotonic() + args.duration if args.duration > 0 else None
-        while deadline is None or time.monotonic() < deadline:
-            launch.check_running()
-            time.sleep(0.2)
-    except KeyboardInterrupt:
-        pass
-    except (LaunchError, ProfileError) as error:
-        print(f'up: {error}', file=sys.stderr)
-        status = 1
-    finally:
-        results = launch.stop()
-        print('up: stopped ' + ', '.join(f'{name} ({code})' for name, code in results.items()), flush=True)
+    with StopSignals():
+        try:
+            launch.start()
+            for process in launch.processes:
+                _say(f'up:   {process.name:14s} pid {process.pid}  {" ".join(process.argv[:4])} ...')
+            deadline = time.monotonic() + args.duration if args.duration > 0 else None
+            while deadline is None or time.monotonic() < deadline:
+                launch.check_running()
+                time.sleep(0.2)
+        except KeyboardInterrupt as stop:
+            signal_name = getattr(stop, 'name', 'SIGINT')
+            status = getattr(stop, 'exit_status', 130)
+            _say(f'up: {signal_name} received: stopping the graph (arm control first)')
+        except (LaunchError, ProfileError) as error:
+            _say(f'up: {error}', sys.stderr)
+            status = 1
+        finally:
+            with StopSignals.holding():  # a signal now must not cut the stop short
+                results = launch.stop()
+                _say('up: stopped ' + ', '.join(f'{name} ({code})' for name, code in results.items()))
+                for bag in launch.cut_off_bags():
+                    _say(f'up: {repair_hint(bag)}', sys.stderr)
     return status
+

@@ -5,12 +5,10 @@
 * :func:`declared_parameters`: the parameter names a node module declares (its ``PARAMETERS`` list or
   ``parameter_specs()``, plus the flange → probe calibration for nodes that read it).
 * :func:`check_profile`: every node module exists (its console script is ``<module>_node``), every
-  parameter file exists, every parameter a file or the profile sets for a node is one that node
-  declares (ROS would silently ignore a misspelt one), every placeholder has a value.
+  parameter file exists, every placeholder has a value, and every parameter a file, the profile or
+  ``--set`` gives a node passes the node's own checks (:mod:`echo_guidance.up.params`: declared
+  name, type, range, choices, files, cross-parameter rules).
 """
-
-import importlib
-import inspect
 
 import yaml
 
@@ -18,12 +16,6 @@ from echo_guidance.recording.profiles import PLACEHOLDER, ProfileError, load_pro
 from echo_guidance.resources import config_path, share_dir
 
 BUILTIN_PLACEHOLDERS = ('output_dir', 'config_dir')
-CALIBRATION_PARAMETERS = (
-    'flange_to_probe.translation_mm',
-    'flange_to_probe.rpy_deg',
-    'flange_to_probe.quaternion_xyzw',
-    'flange_to_probe.source',
-)
 
 
 def builtin_values(profile, output_dir=None):
@@ -77,20 +69,12 @@ def declared_parameters(module_name):
     Raises:
         ProfileError: the module lists its parameters neither in ``PARAMETERS`` nor ``parameter_specs()``.
     """
-    module = importlib.import_module(f'echo_guidance.nodes.{module_name}')
-    if hasattr(module, 'parameter_specs'):
-        specs = module.parameter_specs()
-    elif hasattr(module, 'PARAMETERS'):
-        specs = module.PARAMETERS
-    else:
-        raise ProfileError(
-            f'node module {module_name} has neither PARAMETERS nor parameter_specs(): its parameter names '
-            'cannot be checked'
-        )
-    names = {spec.name for spec in specs}
-    if 'calibration_from_node' in inspect.getsource(module):
-        names.update(CALIBRATION_PARAMETERS)
-    return names
+    from echo_guidance.up.params import node_specs
+
+    try:
+        return set(node_specs(module_name))
+    except ValueError as error:
+        raise ProfileError(str(error)) from None
 
 
 def _flatten(mapping, prefix=''):
@@ -126,21 +110,31 @@ def parameters_in_file(path, node_name):
     return found
 
 
-def check_profile(profile_or_name, values=None):
+def check_profile(profile_or_name, values=None, overrides=None):
     """Return a list of problems (strings) with a profile's graph; empty when it is consistent.
+
+    Besides the graph (node modules, parameter files, placeholders) every parameter a node would
+    start with is checked with the node's own code (:func:`echo_guidance.up.params.check_node_parameters`):
+    unknown names, types, ranges, choices, files, cross-parameter rules such as arm control's limits.
 
     Args:
         profile_or_name: a RecordProfile or a profile name / path.
-        values: placeholder values available at start (built-ins, arguments and ready values are
-            always counted as available).
+        values: placeholder values (built-ins, profile arguments; arguments not given use their
+            defaults; ready-pattern values are counted as available but left unchecked).
+        overrides: {node name: {parameter: value}} (``--set``), winning over the profile.
     """
+    from echo_guidance.recording.profiles import substitute
+    from echo_guidance.up.params import check_node_parameters
+
     problems = []
     try:
         profile = profile_or_name if hasattr(profile_or_name, 'nodes') else load_profile(profile_or_name)
     except ProfileError as error:
         return [str(error)]
+    values = {**builtin_values(profile), **{a.name: a.default for a in profile.arguments}, **(values or {})}
+    overrides = overrides or {}
     available = set(BUILTIN_PLACEHOLDERS) | {a.name for a in profile.arguments} | set(ready_values(profile))
-    available |= set(values or {})
+    available |= set(values)
     for process in profile.processes:
         for key in process.launch_values:
             if f'{process.name}.{key}' not in available:
@@ -153,23 +147,30 @@ def check_profile(profile_or_name, values=None):
     names = [n.name for n in profile.nodes]
     if len(set(names)) != len(names):
         problems.append(f'node names repeat: {names}')
+    for node_name in sorted(set(overrides) - set(names)):
+        problems.append(f'--set names node {node_name!r}, which profile {profile.name} does not run: {names}')
     for node in profile.nodes:
         try:
-            declared = declared_parameters(node.node)
+            declared_parameters(node.node)
         except (ProfileError, ImportError) as error:
             problems.append(f'node {node.name}: {error}')
             continue
+        parameters, sources = {}, {}
         for file_name in node.params_files:
             try:
-                path = config_path(file_name)
-                set_there = parameters_in_file(path, node.name)
+                set_there = parameters_in_file(config_path(file_name), node.name)
             except (FileNotFoundError, ValueError, ProfileError) as error:
                 problems.append(f'node {node.name}: {error}')
                 continue
-            for name in sorted(set(set_there) - declared):
-                problems.append(
-                    f'node {node.name}: {file_name} sets {name!r}, which the node does not declare'
-                )
-        for name in sorted(set(node.parameters) - declared):
-            problems.append(f'node {node.name}: the profile sets {name!r}, which the node does not declare')
+            parameters.update(set_there)
+            sources.update(dict.fromkeys(set_there, file_name))
+        for given, source in ((node.parameters, 'the profile'), (overrides.get(node.name, {}), '--set')):
+            for name, value in given.items():
+                try:
+                    parameters[name] = substitute(value, values)
+                except ProfileError:
+                    parameters[name] = value  # a ready-pattern value: known once the process runs
+                sources[name] = source
+        for problem in check_node_parameters(node.node, parameters, sources):
+            problems.append(f'node {node.name}: {problem}')
     return problems
