@@ -319,3 +319,37 @@ def test_a_stopped_or_killed_launcher_leaves_nothing_running(command, sig, tmp_p
     with DemonstrationBagReader(bag) as reader:
         frames = reader.message_counts['/us/image']
     assert frames >= acknowledged, (frames, acknowledged)
+
+
+ORPHANING_LAUNCHER = '''
+import os, subprocess, sys, time
+# Started without the parent-death signal: only the node's own watch can notice the launcher going.
+env = dict(os.environ, ECHO_GUIDANCE_SUPERVISOR_PID=str(os.getpid()))
+log = open(os.environ['NODE_LOG'], 'wb')
+node = subprocess.Popen(sys.argv[1:], env=env, stdout=log, stderr=subprocess.STDOUT)
+print(node.pid, flush=True)
+time.sleep(300)
+'''
+
+
+def test_an_orphaned_arm_control_stops_the_arm_and_shuts_down(tmp_path, ros_env, wait_until):
+    from recording_helpers import node_args
+
+    log = tmp_path / 'arm_control.log'
+    start = 'kinematic.start_pose:=[500.0, 0.0, 200.0, 180.0, 0.0, 90.0]'
+    argv = node_args('arm_control', 'backend:=kinematic', start, files=('arm_control.yaml',), params_dir=tmp_path)
+    launcher = subprocess.Popen(
+        [sys.executable, '-c', ORPHANING_LAUNCHER, *argv],
+        stdout=subprocess.PIPE, text=True, env={**ros_env, 'NODE_LOG': str(log)}, cwd=REPO_ROOT,
+    )
+    node = int(launcher.stdout.readline())
+    try:
+        wait_until(lambda: 'arm control with' in log.read_text(), 60, message='arm control running')
+        launcher.kill()
+        launcher.wait()
+        wait_until(lambda: not alive(node), 10, message='the orphaned arm control shutting down')
+        text = log.read_text()
+        assert 'supervisor (launcher pid' in text and 'shut down: arm stopped' in text, text
+    finally:
+        if alive(node):
+            os.kill(node, signal.SIGKILL)
