@@ -337,7 +337,9 @@ def test_an_orphaned_arm_control_stops_the_arm_and_shuts_down(tmp_path, ros_env,
 
     log = tmp_path / 'arm_control.log'
     start = 'kinematic.start_pose:=[500.0, 0.0, 200.0, 180.0, 0.0, 90.0]'
-    argv = node_args('arm_control', 'backend:=kinematic', start, files=('arm_control.yaml',), params_dir=tmp_path)
+    argv = node_args(
+        'arm_control', 'backend:=kinematic', start, files=('arm_control.yaml',), params_dir=tmp_path
+    )
     launcher = subprocess.Popen(
         [sys.executable, '-c', ORPHANING_LAUNCHER, *argv],
         stdout=subprocess.PIPE, text=True, env={**ros_env, 'NODE_LOG': str(log)}, cwd=REPO_ROOT,
