@@ -37,10 +37,10 @@ def register(subparsers):
     bench.add_argument(
         '--seconds', type=float, default=10.0, help='recorded seconds to simulate (default 10)'
     )
-    bench.add_argument('--width', type=int, default=640)
-    bench.add_argument('--height', type=int, default=480)
-    bench.add_argument('--fps', type=float, default=30.0)
-    bench.add_argument('--pose-hz', type=float, default=1000.0)
+    bench.add_argument('--width', type=int, default=640, help='frame width in pixels (default 640)')
+    bench.add_argument('--height', type=int, default=480, help='frame height in pixels (default 480)')
+    bench.add_argument('--fps', type=float, default=30.0, help='frames per second (default 30)')
+    bench.add_argument('--pose-hz', type=float, default=1000.0, help='pose samples per second (default 1000)')
     bench.add_argument(
         '--fsync-interval',
         type=float,

@@ -72,7 +72,7 @@ def register_bench(subparsers):
     parser.add_argument(
         '--max-duration', type=float, default=None, help='cut approaches after this many seconds'
     )
-    parser.add_argument('--threads', type=int, default=2)
+    parser.add_argument('--threads', type=int, default=2, help='ONNX Runtime threads (default 2)')
     parser.add_argument('--json', default=None, metavar='PATH', help='also write the figures as JSON')
     parser.set_defaults(handler=run)
 

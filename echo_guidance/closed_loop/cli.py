@@ -11,6 +11,8 @@ subcommands; this module registers the stage as its own command and routes ``eva
 
 import sys
 
+from echo_guidance.cli_options import add_output_dir
+
 COMMAND = 'closed-loop'
 
 
@@ -59,7 +61,7 @@ def _add_arguments(parser):
         '--max-offset-deg', type=float, default=30.0, help='start roll/pitch/yaw, ±deg (default 30)'
     )
     parser.add_argument('--threads', type=int, default=1, help='ONNX Runtime threads (default 1)')
-    parser.add_argument('--out', default='out/closed_loop', help='output directory (default out/closed_loop)')
+    add_output_dir(parser, 'output directory (default out/closed_loop)', default='out/closed_loop')
     parser.add_argument(
         '--trace',
         default=None,

@@ -2,6 +2,8 @@
 
 import sys
 
+from echo_guidance.cli_options import add_output_dir
+
 
 def register(subparsers):
     """Add ``dataset build | info | bench | synth``."""
@@ -13,7 +15,7 @@ def register(subparsers):
         'build', help='demonstration bags -> frames with ground-truth actions, split by subject'
     )
     b.add_argument('bags', nargs='+', help='bag directories, or folders searched recursively for bags')
-    b.add_argument('--out', required=True, help='new dataset directory')
+    add_output_dir(b, 'new dataset directory', required=True)
     b.add_argument('--size', type=int, default=128, help='side of the stored square frames (default 128)')
     b.add_argument(
         '--fractions',
@@ -55,26 +57,26 @@ def register(subparsers):
     b.set_defaults(handler=_build)
 
     i = sub.add_parser('info', help='summarise a dataset directory')
-    i.add_argument('dir')
+    i.add_argument('dir', help='dataset directory')
     i.set_defaults(handler=_info)
 
     n = sub.add_parser('bench', help='measure loader throughput (samples/s)')
-    n.add_argument('dir')
-    n.add_argument('--split', default='train')
-    n.add_argument('--batch-size', type=int, default=32)
+    n.add_argument('dir', help='dataset directory')
+    n.add_argument('--split', default='train', help='split to load (default train)')
+    n.add_argument('--batch-size', type=int, default=32, help='samples per batch (default 32)')
     n.add_argument('--pairs', action='store_true', help='draw world-model pairs as for Cardiac Dreamer')
     n.add_argument('--size', type=int, default=None, help='resize frames to this side on load')
-    n.add_argument('--workers', type=int, default=1)
-    n.add_argument('--batches', type=int, default=100)
+    n.add_argument('--workers', type=int, default=1, help='loader worker processes (default 1)')
+    n.add_argument('--batches', type=int, default=100, help='batches timed (default 100)')
     n.set_defaults(handler=_bench)
 
     s = sub.add_parser('synth', help='a small synthetic dataset (no simulator) for smoke tests')
-    s.add_argument('--out', required=True)
-    s.add_argument('--subjects', type=int, default=6)
+    add_output_dir(s, 'new dataset directory', required=True)
+    s.add_argument('--subjects', type=int, default=6, help='subjects (default 6)')
     s.add_argument('--frames', type=int, default=30, help='frames per demonstration')
-    s.add_argument('--demos-per-plane', type=int, default=2)
-    s.add_argument('--size', type=int, default=64)
-    s.add_argument('--seed', type=int, default=0)
+    s.add_argument('--demos-per-plane', type=int, default=2, help='demonstrations per plane (default 2)')
+    s.add_argument('--size', type=int, default=64, help='side of the frames (default 64)')
+    s.add_argument('--seed', type=int, default=0, help='seed (default 0)')
     s.set_defaults(handler=_synth)
 
 

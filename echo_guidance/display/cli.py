@@ -23,15 +23,15 @@ def register(subparsers):
     s.add_argument(
         '--host', default='127.0.0.1', help='address to serve on (default 127.0.0.1, this machine)'
     )
-    s.add_argument('--port', type=int, default=8765)
-    s.add_argument('--guidance-topic', default='/guidance')
-    s.add_argument('--image-topic', default='/us/image')
+    s.add_argument('--port', type=int, default=8765, help='TCP port of the page (default 8765; 0 = any free)')
+    s.add_argument('--guidance-topic', default='/guidance', help='guidance topic shown (default /guidance)')
+    s.add_argument('--image-topic', default='/us/image', help='frames shown (default /us/image)')
     s.set_defaults(handler=_serve)
     d = sub.add_parser(
         'demo', help='show guidance for a known offset from a standard plane of a virtual patient'
     )
     d.add_argument('--seed', type=int, default=0, help='virtual patient seed')
-    d.add_argument('--plane', default='PLAX')
+    d.add_argument('--plane', default='PLAX', help='target plane: PLAX, PSAX-AV or PSAX-MV (default PLAX)')
     d.add_argument(
         '--offset',
         type=_offset,
@@ -40,7 +40,7 @@ def register(subparsers):
     )
     d.add_argument('--size', type=int, default=256, help='frame size in pixels')
     d.add_argument('--model', default=None, help='run this model on the frames instead of showing the truth')
-    d.add_argument('--port', type=int, default=8765)
+    d.add_argument('--port', type=int, default=8765, help='TCP port of the page (default 8765; 0 = any free)')
     d.add_argument(
         '--screenshot',
         default=None,

@@ -2,6 +2,8 @@
 
 import sys
 
+from echo_guidance.cli_options import add_output_dir, add_output_file
+
 
 def register(subparsers):
     """Add the ``train``, ``evaluate`` and ``export`` commands."""
@@ -21,25 +23,25 @@ def register(subparsers):
         metavar='SECTION.KEY=VALUE',
         help='override a config value, e.g. --set train.steps=100 (repeatable)',
     )
-    t.add_argument('--no-progress', action='store_true', help='no progress bar')
+    t.add_argument('--no-progress', action='store_true', help='no progress (without a terminal: plain lines)')
     t.set_defaults(handler=_train)
 
     e = subparsers.add_parser('evaluate', help='Table 1, error norms with bootstrap CIs, the stability plot')
     e.add_argument('checkpoints', nargs='+', help='checkpoints (baseline and Dreamer side by side)')
     e.add_argument('--data', required=True, help='dataset directory')
-    e.add_argument('--out', required=True, help='output directory')
-    e.add_argument('--split', default='test')
+    add_output_dir(e, 'output directory', required=True)
+    e.add_argument('--split', default='test', help='dataset split to evaluate (default test)')
     e.add_argument('--label', action='append', default=None, help='name per checkpoint (repeat, in order)')
-    e.add_argument('--batch-size', type=int, default=64)
+    e.add_argument('--batch-size', type=int, default=64, help='evaluation batch size (default 64)')
     e.add_argument('--bootstrap', type=int, default=1000, help='bootstrap resamples (default 1000)')
     e.add_argument('--bins', type=int, default=10, help='bins of the stability plot')
-    e.add_argument('--device', default='cpu')
-    e.add_argument('--seed', type=int, default=0)
+    e.add_argument('--device', default='cpu', help='torch device (default cpu)')
+    e.add_argument('--seed', type=int, default=0, help='seed of the bootstrap resampling (default 0)')
     e.set_defaults(handler=_evaluate)
 
     x = subparsers.add_parser('export', help='export a checkpoint to ONNX and check parity with PyTorch')
-    x.add_argument('checkpoint')
-    x.add_argument('--out', required=True, help='output .onnx file')
+    x.add_argument('checkpoint', help='checkpoint to export (best.pt or last.pt of a training run)')
+    add_output_file(x, 'output .onnx file', required=True)
     x.add_argument('--opset', type=int, default=18, help='ONNX opset (default 18)')
     x.add_argument('--no-check', action='store_true', help='skip the ONNX Runtime parity check')
     x.add_argument(

@@ -211,10 +211,11 @@ def train(cfg: TrainConfig, resume=None, progress=True):
     Args:
         cfg: Parsed training config.
         resume: None, a checkpoint path, or ``'auto'`` (``out_dir/last.pt`` when it exists).
-        progress: Show a tqdm progress bar on rank 0.
+        progress: Show progress on rank 0 (a bar on a terminal, plain lines in a log).
     """
     import yaml
-    from tqdm import tqdm
+
+    from echo_guidance.progress import progress_bar
 
     rank, local_rank, world = distributed_context()
     device = select_device(cfg.train.device, local_rank)
@@ -345,9 +346,8 @@ def train(cfg: TrainConfig, resume=None, progress=True):
             scaler,
         )
 
-    bar = tqdm(
-        total=total, initial=start_step, disable=not (progress and is_main), dynamic_ncols=True, desc=cfg.name
-    )
+    # A bar on a terminal, plain lines in a log file (echo_guidance.progress).
+    bar = progress_bar(total, cfg.name, 'step', initial=start_step, enabled=progress and is_main)
     step = start_step
     epoch = step // steps_per_epoch
     window = {'loss': 0.0, 'n': 0, 'data_s': 0.0, 'step_s': 0.0, 'terms': {}}

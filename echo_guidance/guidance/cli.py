@@ -3,6 +3,8 @@
 import json
 import sys
 
+from echo_guidance.cli_options import add_output_file
+
 
 def register(subparsers):
     """Add ``guidance quantize``."""
@@ -15,7 +17,7 @@ def register(subparsers):
         'ONNX file written by echo-guidance export; prints |int8 - float| per axis.',
     )
     q.add_argument('onnx', help='float ONNX model (echo-guidance export)')
-    q.add_argument('--out', required=True, help='int8 ONNX file to write')
+    add_output_file(q, 'int8 ONNX file to write', required=True)
     source = q.add_mutually_exclusive_group(required=True)
     source.add_argument(
         '--calibration-data',
@@ -40,7 +42,7 @@ def register(subparsers):
     q.add_argument(
         '--per-tensor', action='store_true', help='one weight scale per tensor (default per channel)'
     )
-    q.add_argument('--seed', type=int, default=0)
+    q.add_argument('--seed', type=int, default=0, help='seed of the calibration frames (default 0)')
     q.set_defaults(handler=_quantize)
     parser.set_defaults(handler=lambda args: parser.print_help() or 2)
 

@@ -7,6 +7,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from echo_guidance.cli_options import add_no_progress, add_output_dir, add_output_file
 from echo_guidance.planes import GUIDANCE_PLANES
 
 MANIFEST_NAME = 'manifest.yaml'
@@ -93,9 +94,7 @@ def register(subparsers):
 
     p = sub.add_parser('demos', help='write expert-like demonstration bags for N patients x planes')
     p.add_argument('--patients', type=_positive_int, required=True, help='number of patients')
-    p.add_argument(
-        '--out', type=Path, required=True, help='output folder (bags go to OUT/<split>/<patient>/)'
-    )
+    add_output_dir(p, 'output folder (bags go to OUTPUT_DIR/<split>/<patient>/)', required=True, type=Path)
     p.add_argument(
         '--split',
         choices=('train', 'val', 'test'),
@@ -125,10 +124,11 @@ def register(subparsers):
         '--workers', type=_positive_int, default=1, help='processes (default 1; the CPU has 2 cores)'
     )
     p.add_argument('--skip-existing', action='store_true', help='leave bags that already exist alone')
+    add_no_progress(p)
     p.set_defaults(handler=cmd_demos)
 
     p = sub.add_parser('sheet', help='contact sheet of the standard planes and their neighbours')
-    p.add_argument('--out', type=Path, required=True, help='PNG file to write')
+    add_output_file(p, 'PNG file to write', required=True, type=Path)
     p.add_argument('--seeds', type=_seeds, default=[0, 1], help='patient seeds (default 0,1)')
     p.add_argument(
         '--planes', type=_planes, default=list(GUIDANCE_PLANES), help='planes (default guidance planes)'
@@ -143,12 +143,12 @@ def register(subparsers):
     )
     p.add_argument('--time', type=float, default=0.0, help='time in seconds (cardiac phase; default 0)')
     p.add_argument('--size', type=_sizes, default=[(256, 256)], help='image size (default 256x256)')
-    p.add_argument('--out', type=Path, required=True, help='PNG file to write (labels go to *_labels.png)')
+    add_output_file(p, 'PNG file to write (labels go to *_labels.png)', required=True, type=Path)
     p.set_defaults(handler=cmd_render)
 
     p = sub.add_parser('patients', help='list the patient seeds of a split')
-    p.add_argument('--split', choices=('train', 'val', 'test'), default='train')
-    p.add_argument('--count', type=_positive_int, default=10)
+    p.add_argument('--split', choices=('train', 'val', 'test'), default='train', help='split (default train)')
+    p.add_argument('--count', type=_positive_int, default=10, help='patients listed (default 10)')
     p.add_argument('--seed', type=_non_negative_int, default=0, help='first seed to consider')
     p.set_defaults(handler=cmd_patients)
 
@@ -204,8 +204,8 @@ def cmd_demos(args):
     import multiprocessing
 
     import yaml
-    from tqdm import tqdm
 
+    from echo_guidance.progress import progress_bar
     from echo_guidance.sim.splits import seeds_for_split
 
     if not 0 <= args.latency_ms <= 2000:
@@ -226,7 +226,7 @@ def cmd_demos(args):
         if existing:
             print(
                 f'error: {len(existing)} bag folder(s) exist already, e.g. {existing[0]}; '
-                'use --skip-existing to keep them, or another --out',
+                'use --skip-existing to keep them, or another --output-dir',
                 file=sys.stderr,
             )
             return 2
@@ -246,7 +246,7 @@ def cmd_demos(args):
     ]
     total = len(jobs) * len(args.planes) * args.demos_per_plane
     results = []
-    with tqdm(total=total, unit='demo', desc=f'sim demos ({args.split})') as bar:
+    with progress_bar(total, f'sim demos ({args.split})', 'demo', enabled=not args.no_progress) as bar:
         if args.workers == 1:
             outputs = map(_demos_for_patient, jobs)
             pool = None
