@@ -27,7 +27,7 @@ def test_info_prints_session_and_counts(tmp_path, capsys):
 
 
 def test_info_on_a_non_bag_fails_with_a_message(tmp_path, capsys):
-    assert main(['bag', 'info', str(tmp_path / 'missing')]) == 1
+    assert main(['bag', 'info', str(tmp_path / 'missing')]) == 4  # not a bag: repair cannot help
     assert 'does not exist' in capsys.readouterr().err
 
 
@@ -51,7 +51,7 @@ def test_check_finds_frames_without_synced_pose_and_backward_stamps(tmp_path, ca
         writer.write_image(frame(1), T0_NS + 5, log_time_ns=T0_NS + 20)  # stamp goes back, no synced pose
     assert main(['bag', 'check', str(path)]) == 1
     out = capsys.readouterr().out
-    assert 'PROBLEM: frame stamps are not strictly increasing' in out
+    assert 'PROBLEM: 1 frame stamp(s) not strictly increasing' in out
     assert 'PROBLEM: 1 frame(s) have no /recorder/synced_pose message' in out
     assert 'FAILED: 2 problem(s)' in out
 
@@ -60,8 +60,9 @@ def test_repair_then_check(tmp_path, capsys):
     path = _bag(tmp_path, frames=4)
     mcap = path / 'bag_0.mcap'
     mcap.write_bytes(mcap.read_bytes()[:-400])  # lose the footer and summary: like a crash during close
-    assert main(['bag', 'check', str(path)]) == 1
-    assert 'CorruptBagError' in capsys.readouterr().out
+    assert main(['bag', 'check', str(path)]) == 3  # damaged: repair it
+    out = capsys.readouterr().out
+    assert 'CorruptBagError' in out and 'DAMAGED at byte' in out and f'bag repair {path}' in out
     assert main(['bag', 'repair', str(path)]) == 0
     out = capsys.readouterr().out
     assert 'action: rewritten' in out and '/us/image: 4' in out and 'original files kept in' in out

@@ -4,15 +4,15 @@ The format is documented in docs/bag-format.md; topic names and types are in
 :mod:`echo_guidance.bags.schema`.
 """
 
-from echo_guidance.bags.reader import (
+from echo_guidance.bags.errors import (
     BagError,
     CorruptBagError,
-    DemonstrationBagReader,
     EmptyBagError,
     MissingTopicsError,
     NotABagError,
     UnknownSchemaVersionError,
 )
+from echo_guidance.bags.reader import DemonstrationBagReader
 from echo_guidance.bags.repair import RepairReport, repair_bag
 from echo_guidance.bags.writer import (
     BagWriteError,

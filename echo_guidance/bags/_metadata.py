@@ -153,3 +153,50 @@ def load_metadata(bag_dir):
     if not isinstance(document, dict) or _TOP_KEY not in document:
         raise ValueError(f'{path}: not a rosbag2 metadata file (no {_TOP_KEY!r} key)')
     return document[_TOP_KEY]
+
+
+def _first_difference(actual, expected, where):
+    """Return the path and values of the first place where two YAML documents differ, or ''."""
+    if isinstance(expected, dict) and isinstance(actual, dict):
+        for key in list(expected) + [k for k in actual if k not in expected]:
+            if key not in actual or key not in expected:
+                missing = 'missing' if key not in actual else 'unexpected'
+                return f'{where}{key} is {missing}'
+            found = _first_difference(actual[key], expected[key], f'{where}{key}.')
+            if found:
+                return found
+        return ''
+    if isinstance(expected, list) and isinstance(actual, list) and len(actual) == len(expected):
+        for i, (a, e) in enumerate(zip(actual, expected)):
+            found = _first_difference(a, e, f'{where}[{i}].')
+            if found:
+                return found
+        return ''
+    if actual != expected or type(actual) is not type(expected):
+        return f'{where.rstrip(".")} is {actual!r}, expected {expected!r}'
+    return ''
+
+
+def metadata_mismatch(actual, expected):
+    """Return how metadata mapping ``actual`` differs from ``expected`` ('' when it does not).
+
+    Every field is compared (metadata.yaml of a demonstration bag is derived from its MCAP file),
+    except custom_data, of which only the schema version and a finished recording state are.
+    """
+    if not isinstance(actual, dict):
+        return 'it is not a mapping'
+    found = _first_difference(
+        {k: v for k, v in actual.items() if k != 'custom_data'},
+        {k: v for k, v in expected.items() if k != 'custom_data'},
+        '',
+    )
+    if found:
+        return found
+    custom, want_custom = actual.get('custom_data') or {}, expected['custom_data']
+    if not isinstance(custom, dict):
+        return 'custom_data is not a mapping'
+    if str(custom.get(schema.KEY_SCHEMA_VERSION)) != want_custom[schema.KEY_SCHEMA_VERSION]:
+        return f'custom_data schema version is {custom.get(schema.KEY_SCHEMA_VERSION)!r}'
+    if custom.get(schema.KEY_STATE) not in (schema.STATE_COMPLETE, schema.STATE_REPAIRED):
+        return f'custom_data recording state is {custom.get(schema.KEY_STATE)!r}'
+    return ''

@@ -1,9 +1,16 @@
-"""``echo-guidance bag info|repair|check BAG``: inspect, repair and validate demonstration bags."""
+"""``echo-guidance bag info|check|repair|bench|fuzz``: inspect, validate, repair, benchmark and fuzz bags.
+
+Every command ends with one verdict and an exit status (echo_guidance.bags.errors): 0 intact / OK,
+1 content problems, 2 usage, 3 damaged (the message names the byte offset and says to run
+``echo-guidance bag repair BAG``), 4 not a usable bag.
+"""
 
 from __future__ import annotations
 
 import json
 import sys
+
+from echo_guidance.cli_options import add_output_dir
 
 
 def register(subparsers):
@@ -11,25 +18,55 @@ def register(subparsers):
     parser = subparsers.add_parser(
         'bag',
         help='inspect, repair and validate demonstration bags',
-        description='Inspect, repair and validate demonstration bags (format: docs/bag-format.md).',
+        description='Inspect, repair and validate demonstration bags (format: docs/bag-format.md). '
+        'Exit status: 0 intact/OK, 1 content problems, 2 usage, 3 damaged (run `bag repair`), '
+        '4 not a usable bag.',
     )
     commands = parser.add_subparsers(dest='bag_command', metavar='SUBCOMMAND')
     parser.set_defaults(handler=lambda args: (parser.print_help(), 2)[1])
 
-    info = commands.add_parser('info', help='print session info, topics, counts and duration')
+    info = commands.add_parser(
+        'info', help='verify the files and print session info, topics, counts and duration'
+    )
     info.add_argument('bag', help='bag directory')
     info.add_argument('--json', action='store_true', help='print JSON instead of text')
     info.set_defaults(handler=_info)
 
-    repair = commands.add_parser('repair', help='complete a bag cut off by a killed recorder or power loss')
+    repair = commands.add_parser(
+        'repair', help='complete a bag cut off by a killed recorder or power loss, or damaged on disk'
+    )
     repair.add_argument('bag', help='bag directory')
+    add_output_dir(
+        repair,
+        'write the repaired bag to this new directory and leave BAG untouched (default: repair in '
+        'place, keeping the original files in BAG/repair-backup-<time>/)',
+    )
+    repair.add_argument('--json', action='store_true', help='print the report as JSON')
     repair.set_defaults(handler=_repair)
 
     check = commands.add_parser(
-        'check', help='validate topics, stamps, frame sizes and per-frame synced poses'
+        'check', help='verify the files, then topics, counts, stamps, frame sizes and per-frame synced poses'
     )
     check.add_argument('bag', help='bag directory')
+    check.add_argument('--json', action='store_true', help='print the result as JSON')
     check.set_defaults(handler=_check)
+
+    fuzz = commands.add_parser(
+        'fuzz',
+        help='corrupt a bag many seeded ways and run info, check, repair and the dataset builder on each',
+    )
+    fuzz.add_argument('--corruptions', type=int, default=250, help='corruptions per kind (default 250)')
+    fuzz.add_argument('--seed', type=int, default=0, help='seed of the corruptions (default 0)')
+    fuzz.add_argument('--bag', default=None, help='bag to corrupt (default: a small generated one)')
+    add_output_dir(fuzz, 'report folder (default out/bag-fuzz)', default='out/bag-fuzz')
+    fuzz.add_argument('--jobs', type=int, default=1, help='worker processes (default 1)')
+    fuzz.add_argument(
+        '--kinds',
+        default=None,
+        help='comma-separated corruption kinds (default: truncate,flip_header,flip_data,zero_range,'
+        'metadata_yaml)',
+    )
+    fuzz.set_defaults(handler=_fuzz)
 
     bench = commands.add_parser(
         'bench', help='measure the write rate: mono8 frames at a frame rate + 1 kHz poses'
@@ -52,15 +89,32 @@ def register(subparsers):
     bench.set_defaults(handler=_bench)
 
 
+def _refusal(exc, as_json=False):
+    """Print the verdict for a bag the command could not use; return its exit status."""
+    from echo_guidance.bags.errors import EXIT_DAMAGED, EXIT_NOT_A_BAG, EXIT_PROBLEMS
+
+    code = getattr(exc, 'exit_code', EXIT_NOT_A_BAG)
+    labels = {EXIT_DAMAGED: 'DAMAGED', EXIT_NOT_A_BAG: 'NOT USABLE', EXIT_PROBLEMS: 'PROBLEM'}
+    label = labels.get(code, 'ERROR')
+    if as_json:
+        print(json.dumps({'verdict': label.lower(), 'exit_code': code, 'offset': getattr(exc, 'offset', None),
+                          'error': str(exc)}, indent=2))
+    else:
+        print(f'{label}: {exc}', file=sys.stderr)
+    return code
+
+
 def _info(args):
-    from echo_guidance.bags.reader import BagError, DemonstrationBagReader
+    from echo_guidance.bags.errors import BagError
+    from echo_guidance.bags.reader import DemonstrationBagReader
 
     try:
         with DemonstrationBagReader(args.bag) as reader:
             info = reader.info()
     except BagError as exc:
-        print(f'error: {exc}', file=sys.stderr)
-        return 1
+        return _refusal(exc, args.json)
+    except OSError as exc:
+        return _refusal(exc, args.json)
     session = info['session']
     session['flange_to_probe'] = session['flange_to_probe'].round(6).tolist()
     if args.json:
@@ -68,6 +122,7 @@ def _info(args):
         return 0
     print(f'bag:            {info["path"]} ({info["mcap_file"]}, {info["size_bytes"] / 1e6:.1f} MB)')
     print(f'state:          {info["state"]}' + (f' ({info["repair"]})' if info['repair'] else ''))
+    print(f'integrity:      {info["integrity"]}')
     print(f'schema version: {info["schema_version"]}')
     print(
         f'duration:       {info["duration_s"]:.3f} s, {info["message_count"]} messages, '
@@ -84,15 +139,22 @@ def _info(args):
 
 
 def _repair(args):
-    from echo_guidance.bags.reader import BagError
+    import dataclasses
+
+    from echo_guidance.bags.errors import BagError
     from echo_guidance.bags.repair import repair_bag
 
     try:
-        report = repair_bag(args.bag)
-    except (BagError, OSError) as exc:
-        print(f'error: {exc}', file=sys.stderr)
+        report = repair_bag(args.bag, out=args.out)
+    except BagError as exc:
+        return _refusal(exc, args.json)
+    except OSError as exc:
+        print(f'ERROR: writing the repaired bag failed: {exc}', file=sys.stderr)
         return 1
-    print(report.summary())
+    if args.json:
+        print(json.dumps(dataclasses.asdict(report), indent=2))
+    else:
+        print(report.summary())
     return 0
 
 
@@ -100,14 +162,47 @@ def _check(args):
     from echo_guidance.bags.check import check_bag
 
     result = check_bag(args.bag)
+    if args.json:
+        print(json.dumps(
+            {'verdict': result.verdict, 'exit_code': result.exit_code, 'offset': result.offset,
+             'problems': result.problems, 'notes': result.notes, 'stats': result.stats},
+            indent=2,
+        ))
+        return result.exit_code
     for key, value in result.stats.items():
         print(f'{key}: {value:.3f}' if isinstance(value, float) else f'{key}: {value}')
     for note in result.notes:
         print(f'note: {note}')
     for problem in result.problems:
         print(f'PROBLEM: {problem}')
-    print('OK' if result.ok else f'FAILED: {len(result.problems)} problem(s)')
-    return 0 if result.ok else 1
+    print(result.verdict)
+    return result.exit_code
+
+
+def _fuzz(args):
+    import shlex
+
+    from echo_guidance.bags import fuzz
+
+    kinds = tuple(args.kinds.split(',')) if args.kinds else fuzz.KINDS + fuzz.EXTRA_KINDS
+    unknown = [k for k in kinds if k not in fuzz.KINDS + fuzz.EXTRA_KINDS]
+    if unknown or args.corruptions < 1 or args.jobs < 1:
+        print(
+            f'error: unknown kind(s) {unknown} (known: {",".join(fuzz.KINDS + fuzz.EXTRA_KINDS)}), or '
+            '--corruptions / --jobs below 1',
+            file=sys.stderr,
+        )
+        return 2
+    command = f'echo-guidance bag fuzz --corruptions {args.corruptions} --seed {args.seed} --jobs {args.jobs}'
+    command += f' --kinds {",".join(kinds)}' if args.kinds else ''
+    command += f' --bag {shlex.quote(args.bag)}' if args.bag else ''
+    report = fuzz.run_fuzz(
+        args.corruptions, args.seed, args.bag, kinds=kinds, jobs=args.jobs, progress=fuzz._print_progress
+    )
+    json_path, md_path = fuzz.write_report(report, args.out, command)
+    print(fuzz.markdown(report, command))
+    print(f'report: {json_path}, {md_path}')
+    return 0 if fuzz.passed(report) else 1
 
 
 def _bench(args):

@@ -12,34 +12,23 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from echo_guidance.bags import _metadata, schema
+from echo_guidance.bags import _metadata, integrity, schema
 from echo_guidance.bags._convert import pose_message_to_matrix_mm, stamp_to_ns
+from echo_guidance.bags.errors import (  # noqa: F401 (re-exported: the errors' historical home)
+    EXIT_DAMAGED,
+    EXIT_NOT_A_BAG,
+    EXIT_OK,
+    EXIT_PROBLEMS,
+    BagError,
+    CorruptBagError,
+    EmptyBagError,
+    MissingTopicsError,
+    NotABagError,
+    UnknownSchemaVersionError,
+    repair_hint,
+)
 
-_REPAIR_HINT = 'run `echo-guidance bag repair {path}` to recover every complete message'
-
-
-class BagError(Exception):
-    """Base class of the errors raised when a demonstration bag cannot be read."""
-
-
-class NotABagError(BagError, ValueError):
-    """The path is not a demonstration bag (not a directory, no metadata.yaml, foreign bag)."""
-
-
-class CorruptBagError(BagError):
-    """The bag's files are damaged or unfinished (e.g. the recorder was killed)."""
-
-
-class EmptyBagError(BagError):
-    """The bag holds no messages (or no session info)."""
-
-
-class MissingTopicsError(BagError):
-    """The bag lacks topics a demonstration bag must have."""
-
-
-class UnknownSchemaVersionError(BagError):
-    """The bag was written with a schema version this software does not know."""
+_REPAIR_HINT = 'run `echo-guidance bag repair {path}` to recover every intact message'
 
 
 #: One decoded message: topic, rosbag2 log time (ns) and the rosbags message object.
@@ -88,7 +77,20 @@ def check_bag_metadata(path):
         metadata = _metadata.load_metadata(path)
     except ValueError as exc:
         raise CorruptBagError(f'{exc}; {_REPAIR_HINT.format(path=path)}') from None
+    except OSError as exc:
+        raise CorruptBagError(f'{path}: metadata.yaml cannot be read ({exc})') from None
+
+    def malformed(what):
+        return CorruptBagError(
+            f'{path}: metadata.yaml is damaged: {what}; {_REPAIR_HINT.format(path=path)} '
+            '(it rebuilds metadata.yaml from the MCAP file)'
+        )
+
+    if not isinstance(metadata, dict):
+        raise malformed('rosbag2_bagfile_information is not a mapping')
     custom = metadata.get('custom_data') or {}
+    if not isinstance(custom, dict):
+        raise malformed(f'custom_data is a {type(custom).__name__}, not a mapping')
     version = custom.get(schema.KEY_SCHEMA_VERSION)
     if version is None:
         raise NotABagError(
@@ -100,20 +102,54 @@ def check_bag_metadata(path):
             f'{path}: bag schema version {version!r} is not supported by this software '
             f'(supported: {schema.SUPPORTED_SCHEMA_VERSIONS}); update echo_guidance'
         )
-    if custom.get(schema.KEY_STATE) == schema.STATE_IN_PROGRESS:
+    state = custom.get(schema.KEY_STATE)
+    if state == schema.STATE_IN_PROGRESS:
         raise CorruptBagError(
             f'{path}: metadata.yaml says the recording is still in progress: the recorder is still writing '
             f'or was stopped without closing the bag (killed, power loss); if it is not running, '
             f'{_REPAIR_HINT.format(path=path)}'
         )
-    topics = {t['topic_metadata']['name'] for t in metadata.get('topics_with_message_count') or []}
-    missing = [t for t in schema.REQUIRED_TOPICS if t not in topics]
+    if state not in (schema.STATE_COMPLETE, schema.STATE_REPAIRED):
+        raise malformed(f'unknown recording state {state!r}')
+    names = metadata.get('relative_file_paths')
+    if not (isinstance(names, list) and len(names) == 1 and isinstance(names[0], str) and names[0]):
+        raise malformed(f'relative_file_paths is {names!r}, expected one MCAP file name')
+    if not (path / Path(names[0]).name).is_file():
+        raise malformed(f'the MCAP file {names[0]!r} it names does not exist')
+    entries = metadata.get('topics_with_message_count')
+    if not isinstance(entries, list):
+        raise malformed('topics_with_message_count is not a list')
+    counts = {}
+    for entry in entries:
+        topic = entry.get('topic_metadata') if isinstance(entry, dict) else None
+        name = topic.get('name') if isinstance(topic, dict) else None
+        count = entry.get('message_count') if isinstance(entry, dict) else None
+        if not isinstance(name, str) or not isinstance(count, int) or isinstance(count, bool) or count < 0:
+            raise malformed(f'topics_with_message_count entry {entry!r} is not a topic with a message count')
+        counts[name] = count
+    for key, inner in (('starting_time', 'nanoseconds_since_epoch'), ('duration', 'nanoseconds')):
+        value = metadata.get(key)
+        value = value.get(inner) if isinstance(value, dict) else None
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise malformed(f'{key}.{inner} is {value!r}, not an integer')
+    clamped = custom.get(schema.KEY_LOG_TIME_CLAMPED, 0)
+    if not str(clamped).isdigit():
+        raise malformed(f'custom_data {schema.KEY_LOG_TIME_CLAMPED} is {clamped!r}, not a count')
+    missing = [t for t in schema.REQUIRED_TOPICS if t not in counts]
     if missing:
         raise MissingTopicsError(
             f'{path}: required topic(s) {missing} are missing; '
             f'a demonstration bag has {list(schema.REQUIRED_TOPICS)}'
         )
     return metadata
+
+
+def metadata_topic_counts(metadata):
+    """Return topic -> message count of a metadata mapping that passed :func:`check_bag_metadata`."""
+    return {
+        entry['topic_metadata']['name']: entry['message_count']
+        for entry in metadata['topics_with_message_count']
+    }
 
 
 class DemonstrationBagReader:
@@ -127,20 +163,40 @@ class DemonstrationBagReader:
         EmptyBagError: no messages, or no session info message.
     """
 
-    def __init__(self, path):
-        """Open the bag and read its session info."""
+    def __init__(self, path, verify=True):
+        """Open the bag, verify its MCAP file (unless ``verify`` is False) and read its session info.
+
+        Verification reads the whole file once (CRC-32 at disk speed; a record-by-record walk for
+        bags written before checksums) and compares the message counts of metadata.yaml with the
+        MCAP file's; a damaged bag raises CorruptBagError instead of being read.
+        """
         from rosbags.rosbag2 import Reader
         from rosbags.rosbag2.errors import ReaderError
 
         self.path = Path(path)
         self.metadata = check_bag_metadata(self.path)
         self.mcap_path = self.path / Path(self.metadata['relative_file_paths'][0]).name
-        self._reader = Reader(self.path)
+        self.integrity = None
+        if verify:
+            self.integrity = integrity.verify_mcap(self.mcap_path, self.path)
+            expected = self.integrity.expected_metadata(self.mcap_path.name, self.state)
+            mismatch = _metadata.metadata_mismatch(self.metadata, expected)
+            if mismatch:
+                raise CorruptBagError(
+                    f'{self.path}: metadata.yaml does not match the MCAP file: {mismatch}; '
+                    f'{_REPAIR_HINT.format(path=self.path)} (it rebuilds metadata.yaml)'
+                )
         try:
+            self._reader = Reader(self.path)
             self._reader.open()
-        except (ReaderError, OSError, ValueError, KeyError, IndexError) as exc:
+        except (ReaderError, OSError) as exc:
             raise CorruptBagError(
                 f'{self.mcap_path}: cannot be read ({exc}); {_REPAIR_HINT.format(path=self.path)}'
+            ) from None
+        except Exception as exc:  # noqa: BLE001 (rosbags parses metadata.yaml its own way)
+            raise CorruptBagError(
+                f'{self.path}: rosbags cannot read metadata.yaml ({type(exc).__name__}: {exc}); '
+                f'{_REPAIR_HINT.format(path=self.path)} (it rebuilds metadata.yaml)'
             ) from None
         try:
             self._connections = {c.topic: c for c in self._reader.connections}
@@ -199,6 +255,8 @@ class DemonstrationBagReader:
             'duration_s': self.metadata['duration']['nanoseconds'] / 1e9,
             'log_times_clamped': int(custom.get(schema.KEY_LOG_TIME_CLAMPED, 0)),
             'size_bytes': self.mcap_path.stat().st_size,
+            'checksums': self.integrity.checksums if self.integrity else 'not verified',
+            'integrity': self.integrity.describe() if self.integrity else 'not verified',
             'session': self.session_info(),
         }
 
@@ -213,18 +271,36 @@ class DemonstrationBagReader:
                 f'{self.path}: no topic(s) {unknown}; the bag has {sorted(self._connections)}'
             )
         connections = [self._connections[t] for t in wanted]
+        count = 0
         try:
             for connection, log_time, raw in self._reader.messages(connections=connections):
-                yield BagRecord(
-                    connection.topic, log_time, self._store.deserialize_cdr(raw, connection.msgtype)
-                )
+                try:
+                    message = self._store.deserialize_cdr(raw, connection.msgtype)
+                except Exception as exc:  # noqa: BLE001 (any decoding failure means damaged content)
+                    raise CorruptBagError(
+                        f'{self.mcap_path}: message {count} of {wanted} (on {connection.topic}, log time '
+                        f'{log_time}) does not decode as {connection.msgtype} ({type(exc).__name__}: {exc}); '
+                        f'{_REPAIR_HINT.format(path=self.path)}'
+                    ) from None
+                count += 1
+                yield BagRecord(connection.topic, log_time, message)
         except ReaderError as exc:
             raise CorruptBagError(f'{self.mcap_path}: {exc}; {_REPAIR_HINT.format(path=self.path)}') from None
+
+    def _pose_mm(self, pose, what):
+        """Convert a Pose message, turning an invalid one into CorruptBagError."""
+        try:
+            return pose_message_to_matrix_mm(pose)
+        except ValueError as exc:
+            hint = _REPAIR_HINT.format(path=self.path)
+            raise CorruptBagError(f'{self.mcap_path}: {what}: {exc}; {hint}') from None
 
     # ------------------------------------------------------------------------------ session
 
     def _read_session(self):
-        record = next(self.iter_messages([schema.TOPIC_SESSION]))
+        record = next(self.iter_messages([schema.TOPIC_SESSION]), None)
+        if record is None:
+            raise EmptyBagError(f'{self.path}: the bag has no {schema.TOPIC_SESSION} message')
         m = record.message
         try:
             extra = yaml.safe_load(m.extra_yaml) if m.extra_yaml else {}
@@ -235,7 +311,7 @@ class DemonstrationBagReader:
             'subject_id': m.subject_id,
             'target_plane': m.target_plane,
             'probe_model': m.probe_model,
-            'flange_to_probe': pose_message_to_matrix_mm(m.flange_to_probe),
+            'flange_to_probe': self._pose_mm(m.flange_to_probe, 'session flange_to_probe'),
             'crop': tuple(int(c) for c in m.crop),
             'width': int(m.width),
             'height': int(m.height),
@@ -298,7 +374,7 @@ class DemonstrationBagReader:
         """Return ProbePoses(poses_mm (M, 4, 4), stamps_ns (M,)) of the raw probe pose samples."""
         poses, stamps = [], []
         for record in self.iter_messages([schema.TOPIC_PROBE_POSE]):
-            poses.append(pose_message_to_matrix_mm(record.message.pose))
+            poses.append(self._pose_mm(record.message.pose, f'probe pose {len(poses)}'))
             stamps.append(stamp_to_ns(record.message.header.stamp))
         return ProbePoses(np.array(poses).reshape(-1, 4, 4), np.array(stamps, dtype=np.int64))
 
@@ -308,7 +384,10 @@ class DemonstrationBagReader:
         for record in self.iter_messages([schema.TOPIC_SYNCED_POSE]):
             m = record.message
             valid.append(bool(m.valid))
-            poses.append(pose_message_to_matrix_mm(m.pose) if m.valid else np.full((4, 4), np.nan))
+            if m.valid:
+                poses.append(self._pose_mm(m.pose, f'synced pose {len(poses)}'))
+            else:
+                poses.append(np.full((4, 4), np.nan))
             stamps.append(stamp_to_ns(m.header.stamp))
             before.append(m.gap_before)
             after.append(m.gap_after)

@@ -156,13 +156,18 @@ def get_typestore():
 
 
 def typestore_from_definitions(definitions):
-    """Return a typestore built from message definitions stored in a bag.
+    """Return a typestore built from message definitions stored in a bag (cached; treat as read-only).
 
     Args:
         definitions: iterable of (msgtype, ros2msg definition text) pairs as found in the bag's
             MCAP schemas. Reading with the bag's own definitions keeps old bags readable after the
             project's .msg files change.
     """
+    return _typestore_from_definitions(tuple((str(name), str(text)) for name, text in definitions))
+
+
+@functools.lru_cache(maxsize=32)
+def _typestore_from_definitions(definitions):
     from rosbags.typesys import get_types_from_msg
     from rosbags.typesys import get_typestore as rosbags_typestore
 

@@ -2,11 +2,13 @@
 
 Every message is handed to the operating system as soon as it is written (the MCAP file is not
 chunked and the stream is flushed after each message), so killing the recording process loses at
-most the message being written. Surviving a power cut additionally needs the data on disk:
-``fsync_interval_s`` / ``fsync_every_messages`` choose how often that is forced (see
-docs/bag-format.md, "Crash safety"). ``metadata.yaml`` is written when the bag is opened, marked
-"in progress", and rewritten with the final counts on close; a bag killed mid-recording is
-therefore recognisably unfinished and ``repair_bag`` can complete it.
+most the message being written. The data-section checksum (CRC-32 in ``DataEnd``) is computed
+incrementally as the bytes are written and stored on close, with the summary checksum. Surviving a
+power cut additionally needs the data on disk: ``fsync_interval_s`` / ``fsync_every_messages``
+choose how often that is forced (see docs/bag-format.md, "Crash safety"). ``metadata.yaml`` is
+written when the bag is opened, marked "in progress", and rewritten with the final counts on
+close; a bag killed mid-recording is therefore recognisably unfinished and ``repair_bag`` can
+complete it.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import yaml
 import echo_guidance
 from echo_guidance.bags import _metadata, schema
 from echo_guidance.bags._convert import check_rigid_matrix, matrix_mm_to_position_quaternion, split_stamp_ns
+from echo_guidance.bags.integrity import CHECKSUMS_KEY, CHECKSUMS_MARK
 
 
 class BagWriteError(RuntimeError):
@@ -235,18 +238,11 @@ class DemonstrationBagWriter:
         self._stream = open(self.mcap_path, 'wb')
         try:
             self._mcap = Writer(
-                self._stream, use_chunking=False, compression=CompressionType.NONE, enable_data_crcs=False
+                self._stream, use_chunking=False, compression=CompressionType.NONE, enable_data_crcs=True
             )
             self._mcap.start(
                 profile=schema.MCAP_PROFILE,
                 library=f'echo_guidance {echo_guidance.__version__} bag writer (mcap python)',
-            )
-            self._mcap.add_metadata(
-                schema.MCAP_METADATA_NAME,
-                {
-                    'schema_version': schema.SCHEMA_VERSION,
-                    'ros_distro': schema.ROS_DISTRO,
-                },
             )
             schema_ids = {}
             self._channels = {}
@@ -263,6 +259,16 @@ class DemonstrationBagWriter:
                         'topic_type_hash': self._hashes[msgtype],
                     },
                 )
+            # The mcap writer buffers schema and channel records until its next record; the metadata
+            # record comes after them so that all of them reach the file (and the data checksum) now.
+            self._mcap.add_metadata(
+                schema.MCAP_METADATA_NAME,
+                {
+                    'schema_version': schema.SCHEMA_VERSION,
+                    'ros_distro': schema.ROS_DISTRO,
+                    CHECKSUMS_KEY: CHECKSUMS_MARK,
+                },
+            )
             self._stream.flush()
             os.fsync(self._stream.fileno())
             self._write_metadata(schema.STATE_IN_PROGRESS)

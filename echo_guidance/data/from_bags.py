@@ -262,7 +262,7 @@ def read_bag_demonstrations(bag_path, size, target_source='auto', mark_tolerance
     Returns:
         (demonstrations, Counter of excluded frames, summary dict for the manifest).
     """
-    from echo_guidance.bags import DemonstrationBagReader
+    from echo_guidance.bags import BagError, DemonstrationBagReader
 
     bag_path = pathlib.Path(bag_path)
     try:
@@ -270,8 +270,13 @@ def read_bag_demonstrations(bag_path, size, target_source='auto', mark_tolerance
             content = _read_content(reader, size)
     except BagDataError:
         raise
-    except Exception as exc:  # the reader raises its own types for corrupt / truncated bags
-        raise BagDataError(f'cannot read bag {bag_path}: {type(exc).__name__}: {exc}') from exc
+    except BagError as exc:  # damaged, cut off, foreign: the message names the offset and the next step
+        raise BagDataError(f'cannot read bag {bag_path}: {exc}') from exc
+    except Exception as exc:  # not expected from the reader: still one clear line naming the bag
+        raise BagDataError(
+            f'cannot read bag {bag_path}: {type(exc).__name__}: {exc}; check it with '
+            f'`echo-guidance bag check {bag_path}`, repair it with `echo-guidance bag repair {bag_path}`'
+        ) from exc
     if len(content['frame_stamps_ns']) == 0:
         raise BagDataError(f'bag {bag_path} has no frames on /us/image')
     demos, excluded, notes = split_recording(
