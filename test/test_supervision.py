@@ -183,6 +183,7 @@ def test_a_node_refuses_an_unknown_parameter_and_accepts_an_integer_for_a_float(
     node = processes.start(command, name='pedal_unknown')
     assert node.wait(timeout=60) == 2, node.output()
     assert "unknown parameter(s) ['made_up_rate']" in node.output()
+    assert 'reading pedal' not in node.output()  # refused before the device was opened
     pedal = {'port': 'sim:held', 'deadman_rate_hz': 20}  # an integer for a float parameter
     params.write_text(yaml.safe_dump({'pedal': {'ros__parameters': pedal}}))
     node = processes.start(command, name='pedal_integer')

@@ -186,6 +186,9 @@ def declare_parameters(node, specs, on_change=None):
         except Exception as err:  # rclpy rejects out-of-range / wrongly typed overrides itself
             raise ParameterValidationError(f'parameter {spec.name!r}: {err}') from None
         values[spec.name] = spec.validate(parameter.value)
+    # Refuse a misspelt name now, before the node opens devices or connects to an arm; the
+    # calibration is declared next by the nodes that read it (run_node checks everything again).
+    check_no_unknown_parameters(node, ignore_prefixes=(CALIBRATION_PREFIX,))
 
     def callback(parameters):
         changed = {}
@@ -229,10 +232,22 @@ def _coerce_override(node, spec):
         overrides[spec.name] = Parameter(spec.name, value=value)
 
 
+CALIBRATION_PREFIX = 'flange_to_probe.'
+
+
 def undeclared_parameters(node):
     """Names a parameter file or ``-p`` sets for ``node`` that it never declared (ROS ignores them)."""
     overrides = getattr(node, '_parameter_overrides', None) or {}
     return sorted(name for name in overrides if not node.has_parameter(name))
+
+
+def check_no_unknown_parameters(node, ignore_prefixes=()):
+    """Raise ParameterValidationError naming the parameters ``node`` is given but does not declare."""
+    unknown = [n for n in undeclared_parameters(node) if not n.startswith(tuple(ignore_prefixes))]
+    if unknown:
+        raise ParameterValidationError(
+            f'unknown parameter(s) {unknown}: this node declares no such parameter '
+            '(ros2 param list shows the declared ones)')
 
 
 class DiagnosticsPublisher:
@@ -315,11 +330,7 @@ def run_node(node_factory, args=None):
     try:
         try:
             node = node_factory()
-            unknown = undeclared_parameters(node)
-            if unknown:
-                raise ParameterValidationError(
-                    f'unknown parameter(s) {unknown}: this node declares no such parameter '
-                    '(ros2 param list shows the declared ones)')
+            check_no_unknown_parameters(node)
         except ValueError as err:
             print(f'[ERROR] cannot start: {err}', file=sys.stderr, flush=True)
             return 2
