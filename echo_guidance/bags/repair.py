@@ -688,7 +688,8 @@ def _kept_extras(yaml_metadata):
 def _describe(salvage, found, added, state, size):
     parts = []
     if found.problem:
-        parts.append(f'{found.problem} (at byte {found.offset})')
+        unlocated = found.data_crc == 'mismatch' or found.offset is None
+        parts.append(found.problem if unlocated else f'{found.problem} (at byte {found.offset})')
     elif state == schema.STATE_IN_PROGRESS:
         parts.append('metadata.yaml said the recording was in progress')
     if salvage.regions:
@@ -705,6 +706,8 @@ def _describe(salvage, found, added, state, size):
         )
     if added:
         parts.append(f'{len(added)} frame(s) without synced pose got one with valid = false')
+    if not any(t == schema.TOPIC_SESSION for t in salvage.topics()):
+        parts.append(f'the {schema.TOPIC_SESSION} message was lost: the bag cannot be used for training')
     return '; '.join(parts) or 'bag was already complete'
 
 
