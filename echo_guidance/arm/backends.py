@@ -371,9 +371,43 @@ class FrankyArmBackend(ThreadedArmBackend):
         """Poll the robot state, hand out each new state once, play sim_motion if configured."""
         self.robot = self.connect()
         motion_thread = None
-        if self.sim_motion or self.sim_approach:
-            motion_thread = threading.Thread(target=self._play_motion, name='arm-franky-motion', daemon=True)
-            motion_thread.start()
+        try:
+            if self.sim_motion or self.sim_approach:
+                motion_thread = threading.Thread(
+                    target=self._play_motion, name='arm-franky-motion', daemon=True
+                )
+                motion_thread.start()
+            self._read_states(on_sample)
+        finally:
+            self._release_robot(motion_thread)
+
+    def _release_robot(self, motion_thread):
+        """Stop any motion, wait for it, and destroy the Robot here, in the backend thread.
+
+        franky runs a motion in a C++ thread; a Robot destroyed while that thread is still joinable (at
+        interpreter exit, after a shutdown that did not wait for it) aborts the whole process with
+        "terminate called without an active exception".
+        """
+        robot = self.robot
+        if robot is None:
+            return
+        if motion_thread is not None:
+            try:
+                robot.stop()
+            except Exception:  # noqa: BLE001 - best effort while shutting down
+                pass
+            motion_thread.join(2.0)
+            deadline = time.monotonic() + 2.0
+            try:
+                while not robot.join_motion(timeout=0.05) and time.monotonic() < deadline:
+                    pass
+            except Exception:  # noqa: BLE001 - no motion, or the connection is gone
+                pass
+        if motion_thread is None or not motion_thread.is_alive():
+            self.robot = None
+            del robot
+
+    def _read_states(self, on_sample):
         last_robot_ms = None
         while not self.stopping:
             state = self.robot.state  # blocks ~1 ms for the next state unless a motion is running
@@ -395,12 +429,6 @@ class FrankyArmBackend(ThreadedArmBackend):
                 ArmSample(stamp_s=stamp, T_base_flange_mm=T, wrench=wrench, source_time_s=robot_ms / 1000.0)
             )
             self.samples_produced += 1
-        if motion_thread is not None:
-            try:
-                self.robot.stop()
-            except Exception:  # noqa: BLE001 - best effort while shutting down
-                pass
-            motion_thread.join(2.0)
 
     def _play_motion(self):
         import franky
