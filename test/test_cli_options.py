@@ -18,7 +18,7 @@ from echo_guidance.cli import build_parser
 from echo_guidance.progress import PlainProgress, progress_bar
 
 # Commands that show a progress bar or progress lines.
-WITH_PROGRESS = ['train', 'sim demos', 'dataset sample']
+WITH_PROGRESS = ['train', 'sim demos', 'dataset sample', 'closed-loop']
 
 
 def commands(parser=None, path=()):

@@ -9,6 +9,7 @@ subcommands; this module registers the stage as its own command and routes ``eva
 ...`` to it before the ``evaluate`` parser sees the arguments.
 """
 
+import argparse
 import sys
 
 from echo_guidance.cli_options import add_output_dir
@@ -69,7 +70,8 @@ def _add_arguments(parser):
         help='write one CSV per episode into DIR: per frame the true remaining action, the policy\'s '
         'answer, the planner\'s target estimate error and the controller state (diagnosis)',
     )
-    parser.add_argument('--quiet', action='store_true', help='no per-run progress lines')
+    parser.add_argument('--no-progress', dest='quiet', action='store_true', help='no per-run progress lines')
+    parser.add_argument('--quiet', dest='quiet', action='store_true', help=argparse.SUPPRESS)  # older name
     parser.set_defaults(handler=run)
 
 
