@@ -356,3 +356,34 @@ def test_an_orphaned_arm_control_stops_the_arm_and_shuts_down(tmp_path, ros_env,
     finally:
         if alive(node):
             os.kill(node, signal.SIGKILL)
+
+
+@pytest.mark.slow
+def test_a_recorder_crash_names_the_cut_off_bag_and_its_repair_command(tmp_path, processes, rclpy_context,
+                                                                        wait_until):
+    from echo_guidance.bags import DemonstrationBagReader
+
+    argv = [sys.executable, '-m', 'echo_guidance.cli', 'record', '--profile', 'bench_record', '--output-dir',
+            str(tmp_path / 'out'), '--demonstrations', '1', '--duration', '120']
+    launcher = processes.start(argv, name='record', cwd=REPO_ROOT)
+    watcher = _watch_status(rclpy_context)
+
+    def recording():
+        watcher.spin_for(0.1)
+        return _acknowledged(watcher) >= 30
+
+    wait_until(recording, 120, message='30 frames acknowledged')
+    recorder = next(p for p in children_of(launcher.popen.pid)
+                    if 'echo_guidance.nodes.recorder' in Path(f'/proc/{p}/cmdline').read_text())
+    os.kill(recorder, signal.SIGKILL)
+    acknowledged = _acknowledged(watcher)
+    assert launcher.wait(timeout=30) == 1
+    output = launcher.output()
+    assert 'recorder exited with status -9' in output and 'Traceback' not in output, output
+    (bag,) = [p.parent for p in (tmp_path / 'out').rglob('*.mcap')]
+    assert f'repair it with: echo-guidance bag repair {bag}' in output, output
+    repaired = subprocess.run([sys.executable, '-m', 'echo_guidance.cli', 'bag', 'repair', str(bag)],
+                              cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
+    assert repaired.returncode == 0, repaired.stdout + repaired.stderr
+    with DemonstrationBagReader(bag) as reader:
+        assert reader.message_counts['/us/image'] >= acknowledged
