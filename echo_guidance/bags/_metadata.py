@@ -51,7 +51,9 @@ def qos_for_mcap_channel(topic):
     return yaml.safe_dump(qos_for_metadata(topic), default_flow_style=False, sort_keys=False).strip()
 
 
-def build_metadata(mcap_name, topic_counts, type_hashes, start_ns, end_ns, state, custom_extra=None):
+def build_metadata(
+    mcap_name, topic_counts, type_hashes, start_ns, end_ns, state, custom_extra=None, channel_qos=None
+):
     """Return the metadata.yaml document (a dict) for a demonstration bag.
 
     Args:
@@ -61,7 +63,17 @@ def build_metadata(mcap_name, topic_counts, type_hashes, start_ns, end_ns, state
         start_ns, end_ns: first and last log time (ns); ignored when there are no messages.
         state: one of schema.STATE_*.
         custom_extra: more custom_data entries (strings).
+        channel_qos: topic -> ``offered_qos_profiles`` text of the MCAP channel, used where it parses
+            as a list (default: :func:`qos_for_metadata`).
     """
+    qos = {}
+    for topic, text in (channel_qos or {}).items():
+        try:
+            value = yaml.safe_load(text)
+        except yaml.YAMLError:
+            continue
+        if isinstance(value, list):
+            qos[topic] = value
     total = int(sum(topic_counts.values()))
     start = int(start_ns) if total else 0
     duration = int(end_ns - start_ns) if total else 0
@@ -83,7 +95,7 @@ def build_metadata(mcap_name, topic_counts, type_hashes, start_ns, end_ns, state
                         'name': topic,
                         'type': msgtype,
                         'serialization_format': schema.SERIALIZATION,
-                        'offered_qos_profiles': qos_for_metadata(topic),
+                        'offered_qos_profiles': qos.get(topic) or qos_for_metadata(topic),
                         'type_description_hash': type_hashes[msgtype],
                     },
                     'message_count': int(topic_counts.get(topic, 0)),

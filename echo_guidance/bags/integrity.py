@@ -39,12 +39,13 @@ class Integrity:
     type_hashes: dict = field(default_factory=dict)
     start_ns: int = 0
     end_ns: int = 0
+    channel_qos: dict = field(default_factory=dict)
 
     def expected_metadata(self, mcap_name, state):
         """The metadata.yaml mapping this MCAP file calls for (for :func:`_metadata.metadata_mismatch`)."""
         counts = dict.fromkeys(schema.TOPIC_TYPES, 0) | self.message_counts
         document = _metadata.build_metadata(
-            mcap_name, counts, self.type_hashes, self.start_ns, self.end_ns, state
+            mcap_name, counts, self.type_hashes, self.start_ns, self.end_ns, state, None, self.channel_qos
         )
         return next(iter(document.values()))
 
@@ -132,11 +133,13 @@ def verify_mcap(mcap_path, bag_path):
             f'channel, the data section holds {counts_by_channel}',
             bag_path,
         )
-    hashes = {}
+    hashes, qos = {}, {}
     for channel in found.channels.values():
         msgtype = schema.TOPIC_TYPES.get(channel.topic)
         if msgtype and channel.metadata.get('topic_type_hash'):
             hashes[msgtype] = channel.metadata['topic_type_hash']
+        if 'offered_qos_profiles' in channel.metadata:
+            qos[channel.topic] = channel.metadata['offered_qos_profiles']
     store = schema.get_typestore()
     for msgtype in schema.TOPIC_TYPES.values():
         hashes.setdefault(msgtype, store.hash_rihs01(msgtype))
@@ -154,4 +157,4 @@ def verify_mcap(mcap_path, bag_path):
     checksums = 'verified' if found.data_crc == 'verified' else 'absent'
     start = statistics.message_start_time if statistics else 0
     end = statistics.message_end_time if statistics else 0
-    return Integrity(checksums, counts, library, hashes, start, end)
+    return Integrity(checksums, counts, library, hashes, start, end, qos)

@@ -467,6 +467,23 @@ class _Salvage:
             counts[topic] += 1
         return counts
 
+    def channel_metadata(self):
+        """Return topic -> channel metadata for the repaired file: the bag's own where intact."""
+        project = schema.get_typestore()
+        by_topic = {v[0]: v[1] for v in self.channel_table.values() if v is not None and v[1] is not None}
+        for channel in list(self.data_channels.values()) + list(self.summary_channels.values()):
+            if self._channel_ok(channel):
+                by_topic.setdefault(channel.topic, dict(channel.metadata))
+        for topic, msgtype in schema.TOPIC_TYPES.items():
+            by_topic.setdefault(
+                topic,
+                {
+                    'offered_qos_profiles': _metadata.qos_for_mcap_channel(topic),
+                    'topic_type_hash': project.hash_rihs01(msgtype),
+                },
+            )
+        return by_topic
+
     def drop_misstamped_synced_poses(self):
         """Drop synced poses whose stamp matches no frame but that follow a frame left without one.
 
@@ -614,20 +631,13 @@ def _write_mcap(target, salvage, version, added):
         ours = dict(ours) | {'schema_version': version, CHECKSUMS_KEY: CHECKSUMS_MARK}
         ours.setdefault('ros_distro', schema.ROS_DISTRO)
         schema_ids, channel_ids = {}, {}
-        by_topic = {v[0]: v[1] for v in salvage.channel_table.values() if v is not None and v[1] is not None}
-        for channel in list(salvage.data_channels.values()) + list(salvage.summary_channels.values()):
-            if salvage._channel_ok(channel):
-                by_topic.setdefault(channel.topic, dict(channel.metadata))
+        channel_metadata = salvage.channel_metadata()
         for topic, msgtype in schema.TOPIC_TYPES.items():
             if msgtype not in schema_ids:
                 text = definitions[msgtype].encode()
                 schema_ids[msgtype] = writer.register_schema(msgtype, 'ros2msg', text)
-            metadata = by_topic.get(topic) or {
-                'offered_qos_profiles': _metadata.qos_for_mcap_channel(topic),
-                'topic_type_hash': project.hash_rihs01(msgtype),
-            }
             channel_ids[topic] = writer.register_channel(
-                topic, schema.SERIALIZATION, schema_ids[msgtype], metadata
+                topic, schema.SERIALIZATION, schema_ids[msgtype], channel_metadata[topic]
             )
         # After the schemas and channels, as the bag writer does: the mcap writer buffers those until
         # the next record, and a file without messages would otherwise miss them (and its checksum).
@@ -655,19 +665,19 @@ def _write_mcap(target, salvage, version, added):
         os.fsync(stream.fileno())
 
 
-def _expected_metadata(mcap_name, counts, times, state, extra=None):
-    document = _metadata.build_metadata(
-        mcap_name, counts, _type_hashes(), times[0] if times else 0, times[-1] if times else 0, state, extra
-    )
-    return next(iter(document.values()))
+def _build_metadata(salvage, mcap_name, counts, times, state, extra=None):
+    qos = {topic: m.get('offered_qos_profiles', '') for topic, m in salvage.channel_metadata().items()}
+    start, end = (times[0], times[-1]) if times else (0, 0)
+    return _metadata.build_metadata(mcap_name, counts, _type_hashes(), start, end, state, extra, qos)
 
 
-def _metadata_is_consistent(yaml_metadata, mcap_name, counts, times):
+def _metadata_is_consistent(salvage, yaml_metadata, mcap_name, counts, times):
     """Whether metadata.yaml is a finished document that agrees with the MCAP file and rosbags reads."""
     if yaml_metadata is None:
         return False
     state = _custom(yaml_metadata).get(schema.KEY_STATE)
-    if _metadata.metadata_mismatch(yaml_metadata, _expected_metadata(mcap_name, counts, times, state)):
+    expected = next(iter(_build_metadata(salvage, mcap_name, counts, times, state).values()))
+    if _metadata.metadata_mismatch(yaml_metadata, expected):
         return False
     try:
         from rosbags.rosbag2.metadata import parse_qos
@@ -753,7 +763,8 @@ def repair_bag(path, out=None):
         resumed = not intact or state == schema.STATE_REPAIRED
         added = salvage.unsynced_frames() if resumed else []
         times = sorted(list(salvage.log_time) + [slot for slot, *_ in added])
-        metadata_ok = _metadata_is_consistent(yaml_metadata, mcap_path.name, counts, list(salvage.log_time))
+        kept_times = list(salvage.log_time)
+        metadata_ok = _metadata_is_consistent(salvage, yaml_metadata, mcap_path.name, counts, kept_times)
         if intact and not added:
             action = 'none' if metadata_ok else 'metadata_rebuilt'
         else:
@@ -810,15 +821,7 @@ def repair_bag(path, out=None):
         extras = {schema.KEY_REPAIR: f'{action} {when}: {detail}'}
         if action == 'metadata_rebuilt':
             extras.update(_kept_extras(yaml_metadata))
-    document = _metadata.build_metadata(
-        mcap_name,
-        counts,
-        _type_hashes(),
-        times[0] if times else 0,
-        times[-1] if times else 0,
-        state,
-        extras,
-    )
+    document = _build_metadata(salvage, mcap_name, counts, times, state, extras)
     _metadata.write_metadata_atomic(target_dir, document)
     report.message_counts = counts
     return report
