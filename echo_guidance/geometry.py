@@ -380,6 +380,23 @@ def geodesic_rotation_error_deg(a, b):
     return np.rad2deg(np.arctan2(sin, cos))
 
 
+
+def plane_distance(action, tolerance_mm=5.0, tolerance_deg=5.0):
+    """Normalised distance of the pose an action leads to: max(‖t‖ / tolerance_mm, angle / tolerance_deg).
+
+    For a guidance action (the target in the probe frame) it is the probe's distance to the plane in
+    units of the success window: <= 1 means within ``tolerance_mm`` and ``tolerance_deg`` (geodesic).
+    Batched over leading dimensions; NumPy or torch like its input.
+    """
+    zero = action * 0
+    translation = translation_error_mm(action, zero)
+    rotation = geodesic_rotation_error_deg(action, zero)
+    if _is_torch(translation):
+        import torch
+
+        return torch.maximum(translation / tolerance_mm, rotation / tolerance_deg)
+    return np.maximum(translation / tolerance_mm, rotation / tolerance_deg)
+
 # ---------------------------------------------------------------------------------------------
 # Quaternions (x, y, z, w, as in ROS)
 

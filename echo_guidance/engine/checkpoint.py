@@ -156,3 +156,27 @@ def _state_dict_differences(expected, found, limit=5):
             + ', '.join(f'{k} {tuple(found[k].shape)} vs {tuple(expected[k].shape)}' for k in shapes[:limit])
         )
     return '; '.join(parts) or 'same keys and shapes, different dtypes'
+
+
+def warm_start(model, path):
+    """Copy the weights of checkpoint ``path`` into ``model`` where names and shapes match.
+
+    For fine-tuning (a DAgger round continues from the previous round's model) and for adding a
+    head to a trained network. Normalisation buffers (pixel statistics, action scale) keep the new
+    model's values: they belong to its dataset. Returns ``{'copied': n, 'skipped': [names]}``;
+    raises CheckpointError when nothing matches (the wrong checkpoint).
+    """
+    state = read_checkpoint(path)['model_state']
+    own = model.state_dict()
+    keep = {'pixel_mean', 'pixel_std', 'action_scale'}
+    copied, skipped = {}, []
+    for name, tensor in own.items():
+        source = state.get(name)
+        if name in keep or source is None or tuple(source.shape) != tuple(tensor.shape):
+            skipped.append(name)
+        else:
+            copied[name] = source
+    if not copied:
+        raise CheckpointError(f'{path}: no parameter of it matches the model (names or shapes differ)')
+    model.load_state_dict(copied, strict=False)
+    return {'copied': len(copied), 'skipped': skipped}

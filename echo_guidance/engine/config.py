@@ -10,7 +10,7 @@ A file has four sections; every key is optional except ``data.dir`` and unknown 
     train:  {batch_size (global, over all ranks), steps | epochs, lr, min_lr, weight_decay, betas,
              warmup_steps, grad_clip, amp, channels_last, device, threads, log_every, val_every,
              val_batches, ckpt_every, out_dir}
-    loss:   {beta, balanced, policy_weight, latent_weight}
+    loss:   {beta, balanced, policy_weight, latent_weight, distance_weight}
 
 Relative paths (``data.dir``, ``train.out_dir``) are resolved against the current directory.
 """
@@ -61,6 +61,7 @@ class TrainSection:
     val_batches: int = 20
     ckpt_every: int = 500
     out_dir: str = 'out/train/run'
+    init_from: str = None  # warm start: weights of this checkpoint where names and shapes match
 
 
 @dataclasses.dataclass
@@ -71,6 +72,7 @@ class LossSection:
     balanced: bool = True
     policy_weight: float = 1.0
     latent_weight: float = 0.0
+    distance_weight: float = 1.0  # the distance head's term, for models with model.distance_head
 
 
 AMP_MODES = ('auto', 'bf16', 'fp16', 'none')

@@ -7,7 +7,9 @@ The graph (one for all planes):
 - input ``plane``: int64 (batch,), the target plane's query index (PLAX 0, PSAX-AV 1, PSAX-MV 2;
   ``echo_guidance.planes.plane_index``), so one graph serves every plane;
 - output ``action``: float32 (batch, 6), the guidance action (x, y, z mm; roll, pitch, yaw degrees)
-  in the probe frame — for Dreamer models the refined action.
+  in the probe frame — for Dreamer models the refined action;
+- output ``distance`` (models with a distance head only): float32 (batch,), the stop judgement's
+  distance to the plane in units of the success window (``model.distance_tolerance``).
 
 The batch dimension is dynamic. The ONNX model's metadata (``metadata_props``) holds the model
 config, plane names, input size, architecture digest and the source checkpoint's SHA-256.
@@ -49,13 +51,25 @@ class ExportWrapper(torch.nn.Module):
         super().__init__()
         self.model = model.eval()
 
+    @property
+    def output_names(self):
+        """``('action',)``, plus ``'distance'`` for a model with a distance head."""
+        return ('action',) if self.model.distance is None else ('action', 'distance')
+
     def forward(self, image, plane):
-        """Action (B, 6) for uint8 frames (B, 1, S, S) and plane indices (B,)."""
+        """Action (B, 6) for uint8 frames (B, 1, S, S) and plane indices (B,).
+
+        A model with a distance head returns (action, distance (B,)).
+        """
         m = self.model
         tokens = m.encode(image)
         if m.config.kind == 'dreamer':
-            return m.refine(tokens, plane)[2]
-        return m.to_physical(m.policy_normalised(tokens, plane))
+            action = m.refine(tokens, plane)[2]
+        else:
+            action = m.to_physical(m.policy_normalised(tokens, plane))
+        if m.distance is None:
+            return action
+        return action, m.predict_distance(tokens, plane)
 
 
 def export_onnx(checkpoint, out_path, opset=DEFAULT_OPSET):
@@ -82,8 +96,12 @@ def export_onnx(checkpoint, out_path, opset=DEFAULT_OPSET):
                 dynamo=False,
                 opset_version=opset,
                 input_names=['image', 'plane'],
-                output_names=['action'],
-                dynamic_axes={'image': {0: 'batch'}, 'plane': {0: 'batch'}, 'action': {0: 'batch'}},
+                output_names=list(wrapper.output_names),
+                dynamic_axes={
+                    'image': {0: 'batch'},
+                    'plane': {0: 'batch'},
+                    **{name: {0: 'batch'} for name in wrapper.output_names},
+                },
             )
     finally:
         torch.backends.mha.set_fastpath_enabled(fastpath)
@@ -93,7 +111,9 @@ def export_onnx(checkpoint, out_path, opset=DEFAULT_OPSET):
         'echo_guidance.planes': json.dumps(list(model.config.planes)),
         'echo_guidance.input_size': str(size),
         'echo_guidance.input': 'image uint8 (batch,1,S,S) grey levels; plane int64 (batch,) query index',
-        'echo_guidance.output': 'action float32 (batch,6): x,y,z mm; roll,pitch,yaw deg (probe frame)',
+        'echo_guidance.output': 'action float32 (batch,6): x,y,z mm; roll,pitch,yaw deg (probe frame)'
+        + ('' if model.distance is None else '; distance float32 (batch,): distance to plane / tolerance'),
+        'echo_guidance.outputs': json.dumps(list(wrapper.output_names)),
         'echo_guidance.architecture_digest': architecture_digest(model),
         'echo_guidance.checkpoint_sha256': file_sha256(checkpoint),
     }
@@ -122,11 +142,16 @@ def parity_check(model, onnx_path, batch=4, seed=0, images=None, planes=None):
         planes = np.arange(len(images)) % len(model.config.planes)
     planes = np.asarray(planes, dtype=np.int64)
     session = ort.InferenceSession(str(onnx_path), providers=['CPUExecutionProvider'])
-    got = session.run(['action'], {'image': images, 'plane': planes})[0]
+    wrapper = ExportWrapper(model.eval())
+    names = list(wrapper.output_names)
+    outputs = session.run(names, {'image': images, 'plane': planes})
     with torch.no_grad():
-        want = ExportWrapper(model.eval())(torch.from_numpy(images), torch.from_numpy(planes)).numpy()
+        expected = wrapper(torch.from_numpy(images), torch.from_numpy(planes))
+    expected = (expected,) if len(names) == 1 else expected
+    diffs = [float(np.abs(g - w.numpy()).max()) for g, w in zip(outputs, expected)]
+    got, want = outputs[0], expected[0].numpy()
     return {
-        'max_abs_diff': float(np.abs(got - want).max()),
+        'max_abs_diff': max(diffs),
         'batch': int(len(images)),
         'onnx': got,
         'torch': want,

@@ -31,6 +31,7 @@ from echo_guidance.engine.checkpoint import (
     load_model,
     read_checkpoint,
     save_checkpoint,
+    warm_start,
 )
 from echo_guidance.engine.config import TrainConfig
 from echo_guidance.models.config import ACTION_AXES, config_differences
@@ -51,8 +52,10 @@ class LossModule(nn.Module):
         """Return (loss, {term: detached value})."""
         c = self.loss_cfg
         if self.model.config.kind == 'dreamer':
-            return dreamer_loss(self.model, batch, c.beta, c.balanced, c.policy_weight, c.latent_weight)
-        return baseline_loss(self.model, batch, c.beta, c.balanced)
+            return dreamer_loss(
+                self.model, batch, c.beta, c.balanced, c.policy_weight, c.latent_weight, c.distance_weight
+            )
+        return baseline_loss(self.model, batch, c.beta, c.balanced, c.distance_weight)
 
 
 def distributed_context():
@@ -136,7 +139,8 @@ def predict_split(
     Returns:
         dict of numpy arrays: ``pred`` (N, 6) model output, ``target`` (N, 6), ``plane`` (dataset index),
         ``index``
-        and, for Dreamer models, ``pred_policy`` (the policy head alone, before refinement).
+        and, for Dreamer models, ``pred_policy`` (the policy head alone, before refinement); for
+        models with a distance head, ``distance`` (N,) its answers.
     """
     device = torch.device(device)
     model.eval()
@@ -148,6 +152,8 @@ def predict_split(
     dreamer = model.config.kind == 'dreamer'
     if dreamer:
         out['pred_policy'] = []
+    if model.distance is not None:
+        out['distance'] = []
     for start in range(0, len(order), batch_size):
         batch = to_device(batches[order[start : start + batch_size].tolist()], device)
         with autocast(device, dtype):
@@ -157,6 +163,8 @@ def predict_split(
                 out['pred_policy'].append(a0.float().cpu())
             else:
                 a = model.to_physical(model.policy_normalised(tokens, batch['plane']))
+            if model.distance is not None:
+                out['distance'].append(model.predict_distance(tokens, batch['plane']).float().cpu())
         out['pred'].append(a.float().cpu())
         out['target'].append(batch['action'].cpu())
         out['plane'].append(batch['plane'].cpu())
@@ -184,8 +192,31 @@ def validation_metrics(pred):
             ).numpy()
         )
         metrics['policy_head_score'] = float(err0[:, :3].mean() + err0[:, 3:].mean())
+    if 'distance' in pred:
+        metrics.update(distance_metrics(pred['distance'], pred['target']))
     metrics['samples'] = int(len(err))
     return metrics
+
+
+def distance_metrics(distance, target_actions, tolerance=(5.0, 5.0), threshold=1.0):
+    """How well a distance head judges "within the window": MAE, and "reached" errors at ``threshold``.
+
+    Returns ``distance_mae`` (over samples with true distance < 2, where it matters), and, taking
+    ``distance < threshold`` as "reached": ``false_reached`` (share of samples outside the window
+    called reached) and ``missed_reached`` (share of samples inside called not reached).
+    """
+    from echo_guidance.geometry import plane_distance
+
+    truth = np.asarray(plane_distance(np.asarray(target_actions, dtype=np.float64), *tolerance))
+    distance = np.asarray(distance, dtype=np.float64)
+    near = truth < 2.0
+    inside = truth <= 1.0
+    called = distance < threshold
+    return {
+        'distance_mae': float(np.abs(distance[near] - truth[near]).mean()) if near.any() else math.nan,
+        'false_reached': float((called & ~inside).sum() / max(1, (~inside).sum())),
+        'missed_reached': float((~called & inside).sum() / max(1, inside.sum())),
+    }
 
 
 class MetricsLog:
@@ -250,6 +281,14 @@ def train(cfg: TrainConfig, resume=None, progress=True):
     else:
         torch.manual_seed(cfg.seed)
         model = build_model(model_cfg)
+        if cfg.train.init_from:
+            started_from = warm_start(model, cfg.train.init_from)
+            if is_main:
+                print(
+                    f'{cfg.name}: weights from {cfg.train.init_from} ({started_from["copied"]} tensors; '
+                    f'new: {", ".join(started_from["skipped"]) or "none"})',
+                    file=sys.stderr,
+                )
     model.to(device)
     if tc.channels_last:
         model.to(memory_format=torch.channels_last)

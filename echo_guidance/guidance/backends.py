@@ -12,8 +12,10 @@ backend                model file                      runs on
 ``torch-cuda``         checkpoint ``.pt``              eager PyTorch on a CUDA device
 =====================  ==============================  ==============================================
 
-Every backend answers ``predict(image, plane_index)`` with the action (6,) in mm / degrees, for a uint8
-(S, S) frame already preprocessed (:func:`echo_guidance.guidance.preprocess.prepare_frame`). A requested
+Every backend answers ``predict(image, plane_index)`` with the action (6,) in mm / degrees, and
+``predict_all(image, plane_index)`` with every output of the model (``{'action': (6,), 'distance': float}``
+for a model with the stop judgement's distance head; ``outputs`` names them), for a uint8 (S, S) frame
+already preprocessed (:func:`echo_guidance.guidance.preprocess.prepare_frame`). A requested
 device that is absent raises :class:`DeviceUnavailableError` before anything is loaded; ONNX Runtime
 silently falls back to the CPU when CUDA fails, so the CUDA backend checks which provider it got.
 """
@@ -85,9 +87,11 @@ class InferenceBackend:
         model_id: ``<model name>@<checkpoint digest>/<backend>``,
             e.g. ``cpu_dreamer@3f2a1c9e/onnxruntime-cpu``.
         quantization: the int8 quantization record of a quantized ONNX file, or None.
+        outputs: the model's output names (``action`` first; ``distance`` with a distance head).
     """
 
     name = ''
+    outputs = ('action',)
 
     def __init__(self):
         """Set the attributes a subclass fills in."""
@@ -99,12 +103,20 @@ class InferenceBackend:
         self.quantization = None
         self.warm_up_warning = ''
 
+    def predict_batch_all(self, images, planes):
+        """Every output for uint8 frames (B, 1, S, S) and plane indices (B,): {name: float64 (B, ...)}."""
+        raise NotImplementedError
+
     def predict_batch(self, images, planes):
         """Actions (B, 6) float64 for uint8 frames (B, 1, S, S) and plane indices (B,)."""
-        raise NotImplementedError
+        return self.predict_batch_all(images, planes)['action']
 
     def predict(self, image, plane_index):
         """Action (6,) float64 (mm, degrees) for one uint8 (S, S) frame and one plane index."""
+        return self.predict_all(image, plane_index)['action']
+
+    def predict_all(self, image, plane_index):
+        """Every output for one uint8 (S, S) frame: ``{'action': (6,)[, 'distance': float]}``."""
         image = np.asarray(image)
         size = self.input_size
         if image.shape != (size, size) or image.dtype != np.uint8:
@@ -115,7 +127,8 @@ class InferenceBackend:
         plane_index = int(plane_index)
         if not 0 <= plane_index < len(self.planes):
             raise ValueError(f"plane index {plane_index} is outside the model's planes {self.planes}")
-        return self.predict_batch(image[None, None], np.array([plane_index], dtype=np.int64))[0]
+        out = self.predict_batch_all(image[None, None], np.array([plane_index], dtype=np.int64))
+        return {name: (value[0] if name == 'action' else float(value[0])) for name, value in out.items()}
 
     def describe(self):
         """A dict for logs and diagnostics."""
@@ -128,6 +141,7 @@ class InferenceBackend:
             'kind': self.model_config.get('kind', ''),
             'encoder': self.model_config.get('encoder', ''),
             'quantization': self.quantization['method'] if self.quantization else 'none',
+            'outputs': list(self.outputs),
         }
 
     def close(self):
@@ -218,17 +232,21 @@ class OnnxRuntimeBackend(InferenceBackend):
             raise ModelFileError(f'{self.path}: expected inputs image uint8 and plane int64, got {inputs}')
         digest = meta.get('checkpoint_sha256', '')[:8] or 'unknown'
         self.model_id = f'{_model_name(self.path)}@{digest}/{self.name}'
+        names = [o.name for o in self.session.get_outputs()]
+        if 'action' not in names:
+            raise ModelFileError(f'{self.path}: the graph has no output named action (outputs {names})')
+        self.outputs = ('action',) + tuple(n for n in ('distance',) if n in names)
 
-    def predict_batch(self, images, planes):
-        """Actions (B, 6) float64 for uint8 frames (B, 1, S, S) and plane indices (B,)."""
+    def predict_batch_all(self, images, planes):
+        """Every output for uint8 frames (B, 1, S, S) and plane indices (B,): {name: float64 (B, ...)}."""
         out = self.session.run(
-            ['action'],
+            list(self.outputs),
             {
                 'image': np.ascontiguousarray(images, dtype=np.uint8),
                 'plane': np.ascontiguousarray(planes, dtype=np.int64),
             },
-        )[0]
-        return out.astype(np.float64)
+        )
+        return {name: value.astype(np.float64) for name, value in zip(self.outputs, out)}
 
 
 class TorchBackend(InferenceBackend):
@@ -265,15 +283,18 @@ class TorchBackend(InferenceBackend):
         self.planes = tuple(model.config.planes)
         self.model_config = model.config.to_dict()
         self.model_id = f'{_model_name(self.path)}@{file_sha256(self.path)[:8]}/{self.name}'
+        self.outputs = self.module.output_names
         self._torch = torch
 
-    def predict_batch(self, images, planes):
-        """Actions (B, 6) float64 for uint8 frames (B, 1, S, S) and plane indices (B,)."""
+    def predict_batch_all(self, images, planes):
+        """Every output for uint8 frames (B, 1, S, S) and plane indices (B,): {name: float64 (B, ...)}."""
         torch = self._torch
         with torch.inference_mode():
             image = torch.from_numpy(np.ascontiguousarray(images, dtype=np.uint8)).to(self.device)
             plane = torch.from_numpy(np.ascontiguousarray(planes, dtype=np.int64)).to(self.device)
-            return self.module(image, plane).float().cpu().numpy().astype(np.float64)
+            out = self.module(image, plane)
+        out = (out,) if len(self.outputs) == 1 else out
+        return {name: v.float().cpu().numpy().astype(np.float64) for name, v in zip(self.outputs, out)}
 
 
 def load_backend(model_path, backend='onnxruntime-cpu', threads=2, spinning=False, warm_up=True):

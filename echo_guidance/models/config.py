@@ -53,6 +53,11 @@ class ModelConfig:
         action_scale: Per-axis scale (mm, mm, mm, deg, deg, deg); the network predicts a / scale.
         pixel_mean: Mean grey level (0..1) subtracted from the input frame.
         pixel_std: Standard deviation (0..1) the input frame is divided by.
+        distance_head: Add the stop judgement's head: it predicts the distance to the plane,
+            max(translation / tolerance mm, geodesic rotation / tolerance deg), so 1 is the edge of
+            the success window (:func:`plane_distance`).
+        distance_tolerance: (mm, degrees) of one unit of that distance (the success window, 5 mm / 5°).
+        distance_max: Distances are learned clipped to this (far from the plane only "far" matters).
     """
 
     kind: str = 'baseline'
@@ -71,13 +76,17 @@ class ModelConfig:
     action_scale: tuple = DEFAULT_ACTION_SCALE
     pixel_mean: float = 0.5
     pixel_std: float = 0.25
+    distance_head: bool = False
+    distance_tolerance: tuple = (5.0, 5.0)
+    distance_max: float = 4.0
 
     def __post_init__(self):
         """Normalise sequences to tuples and check every field."""
-        for name in ('head_hidden', 'planes', 'action_scale'):
+        for name in ('head_hidden', 'planes', 'action_scale', 'distance_tolerance'):
             object.__setattr__(self, name, tuple(getattr(self, name)))
         object.__setattr__(self, 'action_scale', tuple(float(v) for v in self.action_scale))
         object.__setattr__(self, 'head_hidden', tuple(int(v) for v in self.head_hidden))
+        object.__setattr__(self, 'distance_tolerance', tuple(float(v) for v in self.distance_tolerance))
         self._validate()
 
     def _validate(self):
@@ -112,6 +121,17 @@ class ModelConfig:
                 f'model.dreamer_dim ({self.dreamer_dim}) must be divisible by model.dreamer_heads '
                 f'({self.dreamer_heads})'
             )
+        if not isinstance(self.distance_head, bool):
+            raise ModelConfigError(f'model.distance_head must be true or false, got {self.distance_head!r}')
+        if len(self.distance_tolerance) != 2 or not all(
+            math.isfinite(v) and v > 0 for v in self.distance_tolerance
+        ):
+            raise ModelConfigError(
+                f'model.distance_tolerance must be two positive numbers (mm, deg), '
+                f'got {self.distance_tolerance}'
+            )
+        if not (math.isfinite(self.distance_max) and self.distance_max > 1):
+            raise ModelConfigError(f'model.distance_max must be > 1, got {self.distance_max}')
         for name in ('query_dim', 'dreamer_dim', 'dreamer_layers', 'dreamer_heads', 'dreamer_ff'):
             if getattr(self, name) < 1:
                 raise ModelConfigError(f'model.{name} must be >= 1, got {getattr(self, name)}')

@@ -41,16 +41,44 @@ def smooth_l1_action_loss(pred, target, scale, beta=0.1, weight=None):
     return per_sample.mean()
 
 
-def baseline_loss(model, batch, beta=0.1, balanced=True):
-    """Eq. 2 for one batch: Smooth-L1 between π(S_t) and â_t; returns (loss, {term: value})."""
+def distance_loss(model, tokens, batch, beta=0.1, weight=None):
+    """Smooth-L1 between the distance head's answer and the true distance to the plane, clipped.
+
+    The true distance is :func:`echo_guidance.geometry.plane_distance` of the ground-truth action in
+    units of ``model.config.distance_tolerance``, clipped to ``model.config.distance_max``.
+    """
+    from echo_guidance.geometry import plane_distance
+
+    cfg = model.config
+    with torch.autocast(device_type=tokens.device.type, enabled=False):
+        target = plane_distance(batch['action'].float(), *cfg.distance_tolerance).clamp(max=cfg.distance_max)
+    pred = model.predict_distance(tokens, batch['plane']).float()
+    per_sample = F.smooth_l1_loss(pred, target, reduction='none', beta=beta)
+    if weight is not None:
+        per_sample = per_sample * weight.float()
+    return per_sample.mean()
+
+
+def baseline_loss(model, batch, beta=0.1, balanced=True, distance_weight=1.0):
+    """Eq. 2 for one batch: Smooth-L1 between π(S_t) and â_t; returns (loss, {term: value}).
+
+    A model with a distance head also learns it (:func:`distance_loss`, weight ``distance_weight``).
+    """
     tokens = model.encode(batch['image'])
     pred = model.to_physical(model.policy_normalised(tokens, batch['plane']))
     weight = batch.get('weight') if balanced else None
     loss = smooth_l1_action_loss(pred, batch['action'], model.action_scale, beta, weight)
-    return loss, {'policy': loss.detach()}
+    terms = {'policy': loss.detach()}
+    if model.distance is not None and distance_weight > 0:
+        distance = distance_loss(model, tokens, batch, beta, weight)
+        loss = loss + distance_weight * distance
+        terms['distance'] = distance.detach()
+    return loss, terms
 
 
-def dreamer_loss(model, batch, beta=0.1, balanced=True, policy_weight=1.0, latent_weight=0.0):
+def dreamer_loss(
+    model, batch, beta=0.1, balanced=True, policy_weight=1.0, latent_weight=0.0, distance_weight=1.0
+):
     """Eq. 7 for one batch of pairs, plus the documented extra terms; returns (loss, {term: value}).
 
     Terms:
@@ -60,6 +88,8 @@ def dreamer_loss(model, batch, beta=0.1, balanced=True, policy_weight=1.0, laten
             that the Dreamer refines at inference; not in Eq. 7 (0 switches it off).
         latent: mean squared error between f'_t2 and E(S_t2) (target detached), weight
             ``latent_weight``; not in the paper (default 0, and then S_t2 is not encoded at all).
+        distance: the distance head's loss (:func:`distance_loss`), weight ``distance_weight``, for
+            models that have one.
     """
     plane = batch['plane']
     weight = batch.get('weight') if balanced else None
@@ -83,4 +113,8 @@ def dreamer_loss(model, batch, beta=0.1, balanced=True, policy_weight=1.0, laten
         latent = F.mse_loss(imagined.float(), tokens2.float())
         loss = loss + latent_weight * latent
         terms['latent'] = latent.detach()
+    if model.distance is not None and distance_weight > 0:
+        distance = distance_loss(model, tokens1, batch, beta, weight)
+        loss = loss + distance_weight * distance
+        terms['distance'] = distance.detach()
     return loss, terms

@@ -88,6 +88,30 @@ class GuidanceHead(nn.Module):
         return self.mlp(torch.cat([pooled, query.to(pooled.dtype)], dim=1))
 
 
+class DistanceHead(nn.Module):
+    """The stop judgement's head D(f, q_i): pooled features ⊕ its own plane query → distance (≥ 0).
+
+    It answers "how far is this probe from the plane?" in units of the success window
+    (:func:`echo_guidance.geometry.plane_distance`), learned from the same labels as the action but
+    with its own query and layers, so "plane reached" does not rest on the action regressor saying zero.
+    """
+
+    def __init__(self, feature_dim, num_planes, query_dim=128, hidden=256):
+        """Create the plane queries and a two-layer MLP ending in a softplus."""
+        super().__init__()
+        self.queries = nn.Embedding(num_planes, query_dim)
+        nn.init.normal_(self.queries.weight, std=0.02)
+        self.mlp = nn.Sequential(
+            nn.Linear(feature_dim + query_dim, hidden), nn.ReLU(inplace=True), nn.Linear(hidden, 1)
+        )
+
+    def forward(self, tokens, plane):
+        """Distance (B,) from tokens (B, N, C) and plane indices (B,)."""
+        pooled = tokens.mean(dim=1)
+        query = self.queries(plane).to(pooled.dtype)
+        return nn.functional.softplus(self.mlp(torch.cat([pooled, query], dim=1))[:, 0])
+
+
 class CardiacDreamer(nn.Module):
     """World model I(f_t1, a(t1→t2)) → f'_t2: a transformer over feature tokens and an action token."""
 
@@ -148,6 +172,11 @@ class GuidancePolicy(nn.Module):
             config.head_hidden,
             config.head_dropout,
         )
+        self.distance = (
+            DistanceHead(self.encoder.out_channels, len(config.planes), config.query_dim)
+            if config.distance_head
+            else None
+        )
         self.register_buffer('pixel_mean', torch.tensor(float(config.pixel_mean)))
         self.register_buffer('pixel_std', torch.tensor(float(config.pixel_std)))
         self.register_buffer('action_scale', torch.tensor(config.action_scale, dtype=torch.float32))
@@ -183,6 +212,12 @@ class GuidancePolicy(nn.Module):
     def policy_normalised(self, tokens, plane):
         """Normalised action G(f, q_plane) (B, 6)."""
         return self.head(tokens, plane.long())
+
+    def predict_distance(self, tokens, plane):
+        """The stop judgement's distance to the plane (B,) (needs ``model.distance_head``)."""
+        if self.distance is None:
+            raise ModelConfigError('this model has no distance head (model.distance_head is false)')
+        return self.distance(tokens, plane.long())
 
     def to_physical(self, normalised):
         """Normalised action → mm and degrees."""
