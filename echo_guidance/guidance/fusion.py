@@ -28,6 +28,11 @@ then lowers the confidence, which is the safe direction).
 consecutive valid frames within ``enter_mm`` and ``enter_deg`` (translation norm and geodesic
 rotation of the fused action) with overall confidence at least ``min_confidence``, and off after
 ``exit_frames`` consecutive frames beyond ``exit_mm`` or ``exit_deg`` (or at once on an invalid frame).
+When the model has the stop judgement's distance head, the regressor saying "about zero" is not
+enough: the distance head must agree. Its answers of the frames taken with the probe still (within
+``still_mm`` / ``still_deg`` of where it is now, no older than ``distance_window_s``) are combined by
+their median; "reached" needs that median at most ``max_distance`` (in units of the success window,
+5 mm / 5°) as well, and a median above ``exit_distance`` counts as outside.
 """
 
 import collections
@@ -108,9 +113,21 @@ class ReachedConfig:
     enter_frames: int = 3
     exit_frames: int = 3
     min_confidence: float = 0.3
+    max_distance: float = 0.6
+    exit_distance: float = 1.0
+    distance_window_s: float = 1.0
+    still_mm: float = 0.5
+    still_deg: float = 0.5
 
     def __post_init__(self):
         """Check the thresholds; exit thresholds may not be below the enter ones."""
+        for name in ('max_distance', 'exit_distance', 'distance_window_s', 'still_mm', 'still_deg'):
+            _positive(f'plane-reached {name}', getattr(self, name))
+        if self.exit_distance < self.max_distance:
+            raise ValueError(
+                f'plane-reached exit_distance ({self.exit_distance}) must not be below max_distance '
+                f'({self.max_distance})'
+            )
         for name in ('enter_mm', 'enter_deg', 'exit_mm', 'exit_deg'):
             _positive(f'plane-reached {name}', getattr(self, name))
         if self.exit_mm < self.enter_mm or self.exit_deg < self.enter_deg:
@@ -284,30 +301,67 @@ class PlaneReachedJudge:
     def __init__(self, config=None):
         """Start in the "not reached" state."""
         self.config = ReachedConfig() if config is None else config
-        self.reached = False
-        self._streak = 0
+        self._distances = collections.deque(maxlen=64)
+        self.reset()
 
     def reset(self):
         """Back to "not reached"."""
         self.reached = False
         self._streak = 0
+        self._distances.clear()
+        self.distance = math.nan
 
-    def update(self, action, confidence, valid=True):
-        """Feed one frame's guidance; return whether the plane is judged reached."""
+    def still_distance(self, stamp_s, pose_mm):
+        """Median distance of the recent frames taken where the probe is now (NaN when there are none)."""
+        cfg = self.config
+        values = []
+        for stamp, pose, distance in self._distances:
+            if stamp_s - stamp > cfg.distance_window_s:
+                continue
+            if pose is not None and pose_mm is not None:
+                relative = invert_transform(pose_mm) @ pose
+                moved = float(np.linalg.norm(relative[:3, 3]))
+                cosine = min(1.0, max(-1.0, (np.trace(relative[:3, :3]) - 1.0) / 2.0))
+                if moved > cfg.still_mm or math.degrees(math.acos(cosine)) > cfg.still_deg:
+                    continue
+            values.append(distance)
+        return float(np.median(values)) if values else math.nan
+
+    def update(self, action, confidence, valid=True, distance=None, pose_mm=None, stamp_s=None):
+        """Feed one frame's guidance; return whether the plane is judged reached.
+
+        Args:
+            action, confidence: the frame's (fused) guidance and its confidence.
+            valid: False resets the judgement.
+            distance: the distance head's answer for this frame, or None when the model has none.
+            pose_mm, stamp_s: the probe pose and the frame time (which frames count as "still").
+        """
         cfg = self.config
         if not valid:
             self.reset()
             return False
         translation = float(np.linalg.norm(np.asarray(action, dtype=float)[:3]))
         rotation = rotation_angle_deg(action)
+        far, near = False, True
+        if distance is not None and math.isfinite(distance):
+            stamp = 0.0 if stamp_s is None else float(stamp_s)
+            self._distances.append((stamp, None if pose_mm is None else np.asarray(pose_mm, float), distance))
+            self.distance = self.still_distance(stamp, pose_mm)
+            far = self.distance > cfg.exit_distance
+            near = self.distance <= cfg.max_distance
+        else:
+            self.distance = math.nan
         if self.reached:
-            outside = translation > cfg.exit_mm or rotation > cfg.exit_deg
+            outside = translation > cfg.exit_mm or rotation > cfg.exit_deg or far
             self._streak = self._streak + 1 if outside else 0
             if self._streak >= cfg.exit_frames:
                 self.reached, self._streak = False, 0
         else:
             inside = (
-                translation <= cfg.enter_mm and rotation <= cfg.enter_deg and confidence >= cfg.min_confidence
+                translation <= cfg.enter_mm
+                and rotation <= cfg.enter_deg
+                and confidence >= cfg.min_confidence
+                and near
             )
             self._streak = self._streak + 1 if inside else 0
             if self._streak >= cfg.enter_frames:

@@ -25,6 +25,8 @@ def guidance_message(result, stamp, frame_id):
     msg.valid = bool(result.valid)
     msg.status = result.status
     msg.model_id = result.model_id
+    msg.stage = result.stage
+    msg.distance = float(result.distance) if result.valid else float('nan')
     if result.valid:
         msg.target_in_probe = matrix_to_pose_msg(action_to_matrix(result.action))
         msg.action = [float(v) for v in result.action]
@@ -48,6 +50,8 @@ def guidance_to_dict(msg):
         'axis_confidence': [float(v) for v in msg.axis_confidence],
         'confidence': float(msg.confidence),
         'plane_reached': bool(msg.plane_reached),
+        'distance': float(msg.distance) if np.isfinite(msg.distance) else None,
+        'stage': msg.stage,
         'model_id': msg.model_id,
     }
 

@@ -22,7 +22,6 @@ as ``valid: false`` with the reason in ``status``; the node keeps running.
 """
 
 import collections
-import dataclasses
 import threading
 import time
 
@@ -31,6 +30,7 @@ from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 
 from echo_guidance.guidance.backends import BACKENDS
+from echo_guidance.guidance.settings import fusion_config, reached_config, stage_config  # noqa: F401
 from echo_guidance.nodes._common import (
     DIAGNOSTICS_QOS,
     DiagnosticsPublisher,
@@ -95,6 +95,11 @@ def check_parameters(p):
         )
     if not Path(path).is_file():
         raise ParameterValidationError(f'cannot load the guidance model: model file {path} does not exist')
+    fine = str(p.get('fine_model_path', '')).strip()
+    if fine and not Path(fine).is_file():
+        raise ParameterValidationError(
+            f'cannot load the fine guidance model: model file {fine} does not exist'
+        )
 
 
 PARAMETERS = [
@@ -103,6 +108,13 @@ PARAMETERS = [
         '',
         'Model file: .onnx for onnxruntime-* backends (echo-guidance export or '
         'guidance quantize), checkpoint .pt for torch-* backends.',
+        read_only=True,
+    ),
+    ParamSpec(
+        'fine_model_path',
+        '',
+        'Optional fine model (same kind of file as model_path): coarse-to-fine guidance, the fine model '
+        'answering near the plane (stages.*); empty = one model.',
         read_only=True,
     ),
     ParamSpec('backend', 'onnxruntime-cpu', 'Inference backend.', choices=BACKENDS, read_only=True),
@@ -224,6 +236,66 @@ PARAMETERS = [
     ParamSpec(
         'reached.min_confidence', 0.3, 'Confidence needed to turn "reached" on.', min_value=0.0, max_value=1.0
     ),
+    ParamSpec(
+        'reached.max_distance',
+        0.6,
+        'Stop judgement (models with a distance head): median distance of the still frames, in units of '
+        'the 5 mm / 5 deg window, at most this to turn "reached" on.',
+        min_value=0.01,
+        max_value=10.0,
+    ),
+    ParamSpec(
+        'reached.exit_distance',
+        1.0,
+        'Distance above which the plane counts as left.',
+        min_value=0.01,
+        max_value=10.0,
+    ),
+    ParamSpec(
+        'reached.distance_window_s',
+        1.0,
+        'Distance answers of frames at most this old are combined.',
+        min_value=0.01,
+        max_value=10.0,
+    ),
+    ParamSpec(
+        'reached.still_mm',
+        0.5,
+        'Frames taken within this of the current pose count as still.',
+        min_value=0.01,
+        max_value=50.0,
+    ),
+    ParamSpec('reached.still_deg', 0.5, 'And within this rotation.', min_value=0.01, max_value=45.0),
+    ParamSpec(
+        'stages.enter_mm',
+        8.0,
+        'Coarse estimate within this: the fine model takes over.',
+        min_value=0.1,
+        max_value=100.0,
+    ),
+    ParamSpec('stages.enter_deg', 8.0, 'And within this rotation.', min_value=0.1, max_value=90.0),
+    ParamSpec(
+        'stages.exit_mm',
+        14.0,
+        'Fine estimate beyond this: back to the coarse model.',
+        min_value=0.1,
+        max_value=100.0,
+    ),
+    ParamSpec('stages.exit_deg', 14.0, 'Or beyond this rotation.', min_value=0.1, max_value=90.0),
+    ParamSpec(
+        'stages.enter_frames',
+        2,
+        'Consecutive near frames before the fine model answers.',
+        min_value=1,
+        max_value=300,
+    ),
+    ParamSpec(
+        'stages.exit_frames',
+        3,
+        'Consecutive far frames before the coarse model answers again.',
+        min_value=1,
+        max_value=300,
+    ),
     ParamSpec('overlay.enabled', True, 'Publish the overlay image.'),
     ParamSpec(
         'overlay.every_n',
@@ -244,33 +316,6 @@ PARAMETERS = [
         'diagnostics_period_s', 1.0, 'Diagnostics period.', min_value=0.1, max_value=60.0, read_only=True
     ),
 ]
-
-
-def _config_from_parameters(config_class, p, prefix):
-    """``config_class`` built from the ``PREFIX.FIELD`` entries of the node's parameter dict.
-
-    Lists become tuples (the config dataclasses are frozen and hashable).
-    """
-    values = {}
-    for field in dataclasses.fields(config_class):
-        key = f'{prefix}.{field.name}'
-        if key in p:
-            values[field.name] = tuple(p[key]) if isinstance(p[key], list) else p[key]
-    return config_class(**values)
-
-
-def fusion_config(p):
-    """FusionConfig from the node's parameter dict (raises ValueError for inconsistent values)."""
-    from echo_guidance.guidance.fusion import FusionConfig
-
-    return _config_from_parameters(FusionConfig, p, 'fusion')
-
-
-def reached_config(p):
-    """ReachedConfig from the node's parameter dict (raises ValueError for inconsistent values)."""
-    from echo_guidance.guidance.fusion import ReachedConfig
-
-    return _config_from_parameters(ReachedConfig, p, 'reached')
 
 
 def _percentile_ms(values, q):
@@ -294,6 +339,12 @@ class GuidanceNode(Node):
             backend = load_backend(p['model_path'], p['backend'], threads=p['threads'])
         except BackendError as err:
             raise ParameterValidationError(f'cannot load the guidance model: {err}') from None
+        fine_backend = None
+        if p['fine_model_path'].strip():
+            try:
+                fine_backend = load_backend(p['fine_model_path'], p['backend'], threads=p['threads'])
+            except BackendError as err:
+                raise ParameterValidationError(f'cannot load the fine guidance model: {err}') from None
         try:
             self.engine = GuidanceEngine(
                 backend,
@@ -301,6 +352,8 @@ class GuidanceNode(Node):
                 fusion_config(p),
                 reached_config(p),
                 expected if expected[0] else None,
+                fine_backend=fine_backend,
+                stages=stage_config(p),
             )
         except ValueError as err:
             raise ParameterValidationError(str(err)) from None
@@ -372,14 +425,17 @@ class GuidanceNode(Node):
         merged = dict(self.params, **changed)
         fusion = fusion_config(merged) if any(k.startswith('fusion.') for k in changed) else None
         reached = reached_config(merged) if any(k.startswith('reached.') for k in changed) else None
+        stages = stage_config(merged) if any(k.startswith('stages.') for k in changed) else None
         with self._engine_lock:
             if 'target_plane' in changed:
                 self.engine.set_plane(changed['target_plane'])  # raises UnknownPlaneError -> rejected
                 self.get_logger().info(f'target plane: {changed["target_plane"]}')
             if fusion is not None:
-                from echo_guidance.guidance.fusion import TemporalFusion
+                self.engine.set_fusion(fusion)
+            if stages is not None:
+                from echo_guidance.guidance.stages import StageSwitch
 
-                self.engine.fusion = TemporalFusion(fusion)
+                self.engine.switch = StageSwitch(stages, has_fine=self.engine.fine_backend is not None)
             if reached is not None:
                 from echo_guidance.guidance.fusion import PlaneReachedJudge
 
