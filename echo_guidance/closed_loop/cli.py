@@ -24,7 +24,15 @@ def _add_arguments(parser):
         required=True,
         metavar='[NAME=]SPEC',
         help='policy to evaluate (repeatable): oracle[:MM,DEG], onnx:PATH (single frame), fused:PATH '
-        '(guidance engine with temporal fusion)',
+        '(guidance engine with temporal fusion), stack:COARSE,FINE (coarse-to-fine engine with the stop '
+        'judgement), default (the engine with the default models, as the guidance node runs it)',
+    )
+    parser.add_argument(
+        '--guidance-config',
+        default=None,
+        metavar='FILE',
+        help='guidance node parameter file the engine policies read (fusion, reached, stages; default '
+        'config/guidance.yaml)',
     )
     parser.add_argument('--patients', type=int, default=10, help='held-out patients (default 10)')
     parser.add_argument(
@@ -180,9 +188,14 @@ def run(args):
             max_start_offset_mm=args.max_offset_mm,
             max_start_offset_deg=args.max_offset_deg,
         )
+        from echo_guidance.guidance.settings import guidance_parameters_from_yaml
+
+        guidance_parameters = (
+            guidance_parameters_from_yaml(args.guidance_config) if args.guidance_config else None
+        )
         policies = {}
         for spec in args.policy:
-            name, factory = parse_policy(spec, seed=args.seed, threads=args.threads)
+            name, factory = parse_policy(spec, args.seed, args.threads, guidance_parameters)
             if name in policies:
                 raise ValueError(f'two policies are called {name!r}: name them NAME=SPEC')
             policies[name] = factory

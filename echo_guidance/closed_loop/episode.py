@@ -12,7 +12,6 @@ import dataclasses
 import math
 
 import numpy as np
-from scipy.spatial.transform import Rotation
 
 from echo_guidance.arm.interface import ArmInterface, pose_error
 from echo_guidance.arm.kinematic import KinematicArm, KinematicArmBackend
@@ -144,25 +143,22 @@ def _trace_row(now, pose_mm, target_mm, frame, answer, controller, report):
 
 
 def sample_start(patient, plane, rng, config):
-    """A random start near ``plane``: offsets in the plane's probe frame, then onto the skin.
+    """A random start near ``plane`` within the config's start range, on the skin.
 
-    x and y offsets are uniform in ±max_start_offset_mm, depth (z) in ±max_start_depth_mm, roll,
-    pitch and yaw uniform in ±max_start_offset_deg; the probe then slides along its beam axis onto
-    the skin (as a hand keeps it in contact), like the simulated demonstrations' starts. Draws whose
-    position then lies more than max_start_offset_mm from the target on any axis are drawn again.
+    :func:`echo_guidance.sim.sampler.sample_pose_near_plane` with x and y offsets in
+    ±max_start_offset_mm, depth ±max_start_depth_mm, roll/pitch/yaw ±max_start_offset_deg (the
+    training-data sampler draws its poses with the same function).
     """
-    target = patient.standard_plane_pose(plane)
-    m, d, r = config.max_start_offset_mm, config.max_start_depth_mm, config.max_start_offset_deg
-    for _ in range(1000):
-        offset = np.eye(4)
-        offset[:3, 3] = [rng.uniform(-m, m), rng.uniform(-m, m), rng.uniform(-d, d)]
-        offset[:3, :3] = Rotation.from_euler('xyz', rng.uniform(-r, r, size=3), degrees=True).as_matrix()
-        start = patient.in_contact(target @ offset)
-        # Sliding onto the skin can carry a tilted probe far along its beam: keep only starts whose
-        # offset from the target stays within the stated range on every axis of the target frame.
-        if np.all(np.abs((np.linalg.inv(target) @ start)[:3, 3]) <= max(m, d) + 1e-9):
-            return start
-    raise ValueError(f'no start within ±{m:g} mm of {plane} on the skin of {patient!r} after 1000 draws')
+    from echo_guidance.sim.sampler import sample_pose_near_plane
+
+    return sample_pose_near_plane(
+        patient,
+        plane,
+        rng,
+        config.max_start_offset_mm,
+        config.max_start_offset_deg,
+        config.max_start_depth_mm,
+    )
 
 
 def run_episode(
@@ -177,6 +173,7 @@ def run_episode(
     policy_name='',
     start_index=0,
     trace=None,
+    visited=None,
 ):
     """Run one closed-loop episode; return an :class:`EpisodeResult`.
 
@@ -191,6 +188,8 @@ def run_episode(
         trace: optional list; one dict per frame is appended (see :data:`TRACE_FIELDS`): the true
             remaining action at the frame's pose, the policy's answer, the planner's target
             estimate against the true target, and the controller's state, for diagnosis.
+        visited: optional list; ``(probe pose (4×4 mm), time s)`` of every frame is appended (the
+            states the policy visits, for DAgger).
     """
     target = patient.standard_plane_pose(plane)
     clock = [0.0]
@@ -217,6 +216,8 @@ def run_episode(
         if now + 1e-9 >= next_frame:
             frame = renderer.render(state.pose_mm, now)
             frames += 1
+            if visited is not None:
+                visited.append((np.array(state.pose_mm, dtype=float), now))
             frame_stamp = now
             answer = policy(frame, state.pose_mm, now)
             pending.append((now + config.guidance_latency_s, answer))

@@ -278,6 +278,14 @@ class PlannerConfig:
     use_guidance_plane_reached: bool = _spec(
         False, 'bool', 0, 0, "also stop when the guidance's own plane_reached flag holds for reach_cycles"
     )
+    reach_requires_guidance: bool = _spec(
+        False,
+        'bool',
+        0,
+        0,
+        "count the plane as reached only while the guidance's plane_reached flag (the stop judgement) "
+        'agrees with the reach test',
+    )
     step_and_look: bool = _spec(
         False,
         'bool',
@@ -299,6 +307,22 @@ class PlannerConfig:
     )
     reach_guidance_deg: float = _spec(3.0, 'deg', 0.0, 45.0, 'and this small in rotation', low_open=True)
     reach_looks: int = _spec(1, '1', 1, 100, 'consecutive looks at the plane that count as reached')
+    look_around: bool = _spec(
+        False,
+        'bool',
+        0,
+        0,
+        'at the target estimate without the stop judgement agreeing: look from poses around it and '
+        'fuse their estimates (needs reach_requires_guidance)',
+    )
+    look_around_mm: float = _spec(
+        3.0, 'mm', 0.0, 20.0, 'translation of each look-around pose from the estimate', low_open=True
+    )
+    look_around_deg: float = _spec(
+        3.0, 'deg', 0.0, 20.0, 'rotation of each look-around pose from the estimate', low_open=True
+    )
+    look_around_frames: int = _spec(3, '1', 1, 100, 'guidance frames kept at each look-around pose')
+    look_around_rounds: int = _spec(3, '1', 1, 100, 'look-around rounds before the planner just holds')
 
     def __post_init__(self):
         """Check every value; raise LimitsError naming the key."""

@@ -13,7 +13,9 @@ never commands anything itself.
 
 The plane counts as reached when the measured probe pose stays within ``reach_translation_mm`` and
 ``reach_rotation_deg`` of the estimate for ``reach_cycles`` control cycles, or (optionally) when the
-guidance's own ``plane_reached`` flag holds that long.
+guidance's own ``plane_reached`` flag holds that long. With ``reach_requires_guidance`` the flag (the
+guidance node's stop judgement) must also hold at that moment: the planner arriving at its estimate
+is not enough.
 
 With ``step_and_look`` the planner works as a sonographer does instead: it holds the probe still
 and *looks*: it averages the guidance of ``look_frames`` frames acquired while the probe stood at
@@ -89,6 +91,9 @@ class StepPlanner:
         self.last_look_action = None
         self.look_log = []
         self.trace_note = ''
+        self._around = None  # look-around in progress: {'poses', 'index', 'estimates', 'count'}
+        self.around_rounds = 0
+        self._frozen = False
 
     def set_target(self, target_mm):
         """Use a fixed target pose (4×4 mm, base) instead of guidance (e.g. a move to a given pose)."""
@@ -121,6 +126,10 @@ class StepPlanner:
         )
         if not np.all(np.isfinite(estimate)):
             return False
+        if self._around is not None:
+            return self._observe_around(estimate, pose_at_frame_mm)
+        if self._frozen:
+            return False
         if self.target_mm is None:
             self.target_mm = estimate
         else:
@@ -147,6 +156,8 @@ class StepPlanner:
             return self._propose_step(pose_mm, base_mm, velocity, angular_velocity, workspace)
         if self.target_mm is None or self.estimates < self.config.min_estimates:
             return None
+        if self._around is not None:
+            return self._propose_around(pose_mm, base_mm, velocity, angular_velocity, workspace)
         cfg, lim = self.config, self.limits
         goal = self.target_mm if workspace is None else workspace.clamp(self.target_mm)
         error_mm = float(np.linalg.norm(goal[:3, 3] - pose_mm[:3, 3]))
@@ -165,6 +176,19 @@ class StepPlanner:
         reached = self._at_target_cycles >= cfg.reach_cycles or (
             cfg.use_guidance_plane_reached and self._flag_cycles >= cfg.reach_cycles
         )
+        if reached and cfg.look_around and not self._fixed_target and (
+            self.around_rounds == 0
+            or (
+                cfg.reach_requires_guidance
+                and not self.last_plane_reached
+                and self.around_rounds < cfg.look_around_rounds
+            )
+        ):
+            # Look before committing: the first arrival, and every one the stop judgement disputes.
+            self._start_around()
+            return self._propose_around(pose_mm, base_mm, velocity, angular_velocity, workspace)
+        if cfg.reach_requires_guidance and not self.last_plane_reached:
+            reached = False
         if reached:
             return Proposal(np.zeros(3), np.zeros(3), True, goal, error_mm, error_deg, detail)
 
@@ -183,6 +207,73 @@ class StepPlanner:
             rate = min(cfg.gain_per_s * angle, math.sqrt(2.0 * lim.max_angular_acceleration_deg_s2 * angle))
             w = rotvec / angle * rate
         return Proposal(v, w, False, goal, error_mm, error_deg, detail)
+
+    # ------------------------------------------------------------------------------ look around
+
+    def around_offsets(self):
+        """The look-around poses' offsets (x, y, z mm, roll, pitch, yaw deg) in the estimate's probe frame.
+
+        The estimate itself, then two pairs of poses on opposite sides: along the array (x) tilted
+        about the elevation axis (pitch), and along the elevation (y) tilted about the array (roll),
+        so first-order errors of the model cancel in the fused estimate.
+        """
+        r, a = self.config.look_around_mm, self.config.look_around_deg
+        return np.array(
+            [
+                [0, 0, 0, 0, 0, 0],
+                [r, 0, 0, 0, a, 0],
+                [-r, 0, 0, 0, -a, 0],
+                [0, r, 0, a, 0, 0],
+                [0, -r, 0, -a, 0, 0],
+            ],
+            dtype=float,
+        )
+
+    def _start_around(self):
+        poses = [self.target_mm @ action_to_matrix(offset) for offset in self.around_offsets()]
+        self._around = {'poses': poses, 'index': 0, 'estimates': [], 'count': 0}
+        self._at_target_cycles = 0
+
+    def _observe_around(self, estimate, pose_at_frame_mm):
+        """Keep a frame's target estimate when the probe stood at the current look-around pose."""
+        around = self._around
+        look_pose = around['poses'][around['index']]
+        if around.get('settled') and self._near(np.asarray(pose_at_frame_mm, float), look_pose):
+            around['estimates'].append(estimate)
+            around['count'] += 1
+            return True
+        return False
+
+    def _propose_around(self, pose_mm, base_mm, velocity, angular_velocity, workspace):
+        """Visit each look-around pose, hold until its frames are in, then fuse and go to the result."""
+        cfg = self.config
+        around = self._around
+        goal = around['poses'][around['index']]
+        goal = goal if workspace is None else workspace.clamp(goal)
+        around['poses'][around['index']] = goal
+        still = float(np.linalg.norm(velocity)) < 1e-9 and float(np.linalg.norm(angular_velocity)) < 1e-9
+        if not (self._near(pose_mm, goal) and self._near(base_mm, goal) and still):
+            around['settled'] = False
+            self.trace_note = f'look-around {self.around_rounds + 1}: to pose {around["index"] + 1}'
+            return self._toward(goal, pose_mm, base_mm)
+        around['settled'] = True
+        if around['count'] >= cfg.look_around_frames:
+            around['index'] += 1
+            around['count'] = 0
+            around['settled'] = False
+            if around['index'] >= len(around['poses']):
+                self.target_mm = fuse_poses(around['estimates'], self.target_mm)
+                self.around_rounds += 1
+                self._around = None
+                self._frozen = True  # the fused estimate stands until the next look-around
+                fused = len(around['estimates'])
+                self.trace_note = f'look-around {self.around_rounds}: fused {fused} estimates'
+                return Proposal(np.zeros(3), np.zeros(3), False, self.target_mm, detail=self.trace_note)
+        self.trace_note = (
+            f'look-around {self.around_rounds + 1}: pose {around["index"] + 1}, '
+            f'{around["count"]}/{cfg.look_around_frames} frames'
+        )
+        return Proposal(np.zeros(3), np.zeros(3), False, self.target_mm, detail=self.trace_note)
 
     # ------------------------------------------------------------------------------ step and look
 
@@ -274,6 +365,21 @@ class StepPlanner:
         error_deg = rotation_angle_deg(goal[:3, :3], pose_mm[:3, :3])
         detail = f'step: goal {error_mm:.1f} mm / {error_deg:.1f} deg away'
         return Proposal(v, w, False, goal, error_mm, error_deg, detail)
+
+
+def fuse_poses(poses, reference):
+    """A robust mean of poses (4×4 mm).
+
+    Per-axis medians of the translations and of the rotation vectors of each rotation relative to
+    ``reference``, so an outlier does not drag the result.
+    """
+    poses = np.asarray(poses, dtype=float)
+    out = np.array(reference, dtype=float)
+    out[:3, 3] = np.median(poses[:, :3, 3], axis=0)
+    R0 = out[:3, :3]
+    rotvecs = np.array([matrix_to_rotvec_deg(p[:3, :3] @ R0.T) for p in poses])
+    out[:3, :3] = rotvec_to_matrix(np.median(rotvecs, axis=0)) @ R0
+    return out
 
 
 def scaled_action_matrix(action, fraction):

@@ -194,7 +194,9 @@ def write_dataset(
 
     demos = list(demonstrations)
     if not demos:
-        raise DatasetError('no usable demonstrations: nothing to write (see the exclusion counts)')
+        from echo_guidance.data.from_bags import no_demonstrations_message
+
+        raise DatasetError(no_demonstrations_message(exclusions))
     out = pathlib.Path(out_dir)
     if out.exists() and any(out.iterdir()):
         raise DatasetError(f'output directory {out} exists and is not empty; choose a new one')
@@ -292,6 +294,134 @@ def write_dataset(
     return manifest
 
 
+
+def merge_datasets(roots, out_dir, progress=None, labels=None, size=None):
+    """Concatenate dataset directories of one frame size into a new one; return its manifest.
+
+    Every sample keeps its split, subject and demonstration (re-numbered); the manifest's
+    demonstration table keeps each one's ``source`` (bag, ``sampler:...``, ``dagger:...``) and gains
+    ``dataset`` (the directory it came from); ``merged_from`` lists the inputs; exclusion counts add
+    up; the training statistics are computed anew over the merged training split. A subject found in
+    two inputs must be in the same split in both (DatasetError otherwise). ``labels`` name the inputs
+    in the manifest instead of their paths (e.g. for a temporary directory). ``size`` resizes every
+    frame to that side (as the dataset writer resizes frames from bags); by default all inputs must
+    have the same frame size.
+    """
+    inputs = [GuidanceDataset(r) for r in roots]
+    labels = [str(d.root) for d in inputs] if labels is None else [str(label) for label in labels]
+    if len(labels) != len(inputs):
+        raise DatasetError(f'{len(labels)} labels for {len(inputs)} datasets')
+    label_of = {id(d): label for d, label in zip(inputs, labels)}
+    if not inputs:
+        raise DatasetError('nothing to merge: give at least one dataset directory')
+    sizes = {d.size for d in inputs}
+    if size is None and len(sizes) != 1:
+        raise DatasetError(
+            'cannot merge datasets of different frame sizes without a target size (--size): '
+            + ', '.join(f'{d.root} {d.size}' for d in inputs)
+        )
+    size = int(size) if size is not None else sizes.pop()
+    out = pathlib.Path(out_dir)
+    if out.exists() and any(out.iterdir()):
+        raise DatasetError(f'output directory {out} exists and is not empty; choose a new one')
+    subject_split = {}
+    for d in inputs:
+        for split in SPLITS:
+            for subject in d.manifest['splits'][split]['subjects']:
+                if subject_split.setdefault(subject, split) != split:
+                    raise DatasetError(
+                        f'subject {subject!r} is in split {subject_split[subject]!r} in one input and '
+                        f'{split!r} in {d.root}: a subject must stay in one split'
+                    )
+    subjects = sorted(subject_split)
+    subject_index = {s: i for i, s in enumerate(subjects)}
+    out.mkdir(parents=True, exist_ok=True)
+    demo_table, split_info, train_stats = [], {}, None
+    for split in SPLITS:
+        parts = [(d, d.split(split)) for d in inputs if d.manifest['splits'][split]['samples']]
+        n = sum(len(a['frames']) for _, a in parts)
+        split_dir = out / split
+        split_dir.mkdir()
+        frames = np.lib.format.open_memmap(
+            split_dir / 'frames.npy', mode='w+', dtype=np.uint8, shape=(n, size, size)
+        )
+        columns = {key: [] for key in ARRAYS if key != 'frames'}
+        row = 0
+        for d, arrays in parts:
+            k = len(arrays['frames'])
+            for start in range(0, k, 4096):
+                stop = min(k, start + 4096)
+                block = arrays['frames'][start:stop]
+                if d.size != size:
+                    block = np.stack([resize_frame(image, size) for image in block])
+                frames[row + start : row + stop] = block
+            old_subjects = d.manifest['subjects']
+            columns['subject'].append(
+                np.array([subject_index[old_subjects[i]] for i in arrays['subject']], np.int32)
+            )
+            renumber = {}
+            for old in np.unique(arrays['demo']):
+                entry = dict(d.manifest['demonstrations'][int(old)])
+                renumber[int(old)] = len(demo_table)
+                entry.update(id=len(demo_table), dataset=label_of[id(d)])
+                demo_table.append(entry)
+            columns['demo'].append(np.array([renumber[int(i)] for i in arrays['demo']], np.int32))
+            for key in ('actions', 'poses', 'stamps', 'plane'):
+                columns[key].append(np.asarray(arrays[key]))
+            row += k
+            if progress:
+                progress(f'{split}: {k} samples from {d.root}')
+        frames.flush()
+        del frames
+        merged = {
+            key: np.concatenate(values) if values else np.zeros((0,) + _EMPTY_SHAPES[key], _DTYPES[key])
+            for key, values in columns.items()
+        }
+        for key, arr in merged.items():
+            np.save(split_dir / f'{key}.npy', arr.astype(_DTYPES[key]))
+        info = {
+            'samples': n,
+            'demonstrations': len({int(i) for i in merged['demo']}),
+            'subjects': sorted({subjects[i] for i in merged['subject']}),
+            'planes': {p: int((merged['plane'] == plane_index(p)).sum()) for p in GUIDANCE_PLANES},
+        }
+        if n:
+            info['actions'] = _pose_difference_stats(merged['actions'])
+        split_info[split] = info
+        if split == 'train' and n:
+            train_stats = _frame_and_action_stats(split_dir, merged['actions'])
+    excluded = {}
+    for d in inputs:
+        for reason, count in (d.manifest.get('excluded_frames') or {}).items():
+            excluded[reason] = excluded.get(reason, 0) + count
+    manifest = {
+        'format': DATASET_FORMAT,
+        'size': int(size),
+        'planes': list(GUIDANCE_PLANES),
+        'subjects': subjects,
+        'split_seed': inputs[0].manifest.get('split_seed', 0),
+        'split_fractions': inputs[0].manifest.get('split_fractions'),
+        'splits': split_info,
+        'demonstrations': demo_table,
+        'excluded_frames': excluded,
+        'sources': [source for d in inputs for source in d.manifest.get('sources', [])],
+        'merged_from': labels,
+        'train_stats': train_stats,
+    }
+    (out / 'manifest.json').write_text(json.dumps(manifest, indent=2))
+    return manifest
+
+
+_DTYPES = {
+    'actions': np.float32,
+    'poses': np.float64,
+    'stamps': np.float64,
+    'plane': np.int64,
+    'subject': np.int32,
+    'demo': np.int32,
+}
+_EMPTY_SHAPES = {'actions': (6,), 'poses': (4, 4), 'stamps': (), 'plane': (), 'subject': (), 'demo': ()}
+
 def _frame_and_action_stats(split_dir, actions):
     """Pixel mean/std (0..1, from up to 2000 frames) and per-axis action scale of the training split."""
     frames = np.load(split_dir / 'frames.npy', mmap_mode='r')
@@ -367,9 +497,11 @@ def describe(manifest):
     for split in SPLITS:
         info = manifest['splits'][split]
         planes = ', '.join(f'{p} {n}' for p, n in info['planes'].items() if n)
+        names = info['subjects']
+        shown = ','.join(names) if len(names) <= 6 else f'{len(names)} ({",".join(names[:3])}, ...)'
         lines.append(
             f'  {split:5s}: {info["samples"]:7d} samples, {info["demonstrations"]:3d} demos, '
-            f'subjects {",".join(info["subjects"]) or "-"} ({planes or "no samples"})'
+            f'subjects {shown or "-"} ({planes or "no samples"})'
         )
     excluded = manifest.get('excluded_frames') or {}
     if excluded:
