@@ -121,25 +121,33 @@ class PoseBuffer:
         """Stamp (s) of the oldest sample held, or None when empty."""
         return float(self._stamps[self._start]) if self._size else None
 
-    def add(self, stamp_s, T_mm):
-        """Add one sample; raise PoseSampleError for NaN, non-rigid or out-of-order samples."""
+    def add(self, stamp_s, T_mm, checked=False):
+        """Add one sample; raise PoseSampleError for NaN, non-rigid or out-of-order samples.
+
+        ``checked=True`` skips the rigidity check of ``T_mm`` (a 4x4 float array the caller already
+        knows to be rigid and finite, e.g. built by ``geometry.pose_msg_to_matrix`` from a checked
+        unit quaternion); the stamp and order are still checked.
+        """
         try:
-            self._add(stamp_s, T_mm)
+            self._add(stamp_s, T_mm, checked)
         except PoseSampleError:
             self.rejected += 1
             raise
 
-    def _add(self, stamp_s, T_mm):
+    def _add(self, stamp_s, T_mm, checked=False):
         try:
             stamp_s = float(stamp_s)
         except (TypeError, ValueError):
             raise PoseSampleError(f'pose stamp must be a number of seconds, got {stamp_s!r}') from None
         if not np.isfinite(stamp_s):
             raise PoseSampleError(f'pose stamp is not finite: {stamp_s}')
-        try:
-            T = check_transform(T_mm, 'pose sample')
-        except GeometryError as exc:
-            raise PoseSampleError(str(exc)) from None
+        if checked:
+            T = np.asarray(T_mm, dtype=np.float64)
+        else:
+            try:
+                T = check_transform(T_mm, 'pose sample')
+            except GeometryError as exc:
+                raise PoseSampleError(str(exc)) from None
         if T.shape != (4, 4):
             raise PoseSampleError(f'add() takes one 4x4 pose, got shape {T.shape}')
         newest = self.newest_stamp

@@ -82,11 +82,20 @@ def test_pedal_demonstration_keeps_going_past_frames_of_the_wrong_encoding_and_s
     assert info['state'] == 'complete'
     assert len(indexes) == status.frames_recorded >= 20
     assert indexes == list(range(indexes[0], indexes[0] + len(indexes))), 'frames lost around the bad ones'
-    assert synced.valid.all() and len(synced.valid) == len(indexes)
+    assert len(synced.valid) == len(indexes)
+    # Every frame has its pose, unless the scripted arm, starved of CPU on a loaded machine, skipped
+    # samples (its diagnostics say so): frames in that gap are flagged, never paired with stale poses.
+    skipped = watcher.diagnostic_values('arm').get('backend_samples_skipped', '0')
+    assert synced.valid.all() or skipped != '0', f'frames flagged without the arm skipping: {synced}'
     assert [p['name'] for p in pedals] == ['RECORD_START', 'TARGET_REACHED', 'RECORD_STOP']
     assert 'rejected' in processes.started[-1].output() and 'rgb8' in processes.started[-1].output()
-    values = watcher.diagnostic_values('recorder')
-    assert values['frames_rejected'] == '2'
+    # Diagnostics come once a second: wait for one sent after the second rejection.
+    watcher.spin_until(
+        lambda: watcher.diagnostic_values('recorder').get('frames_rejected') == '2',
+        5,
+        'diagnostics counting both rejected frames',
+        nodes,
+    )
 
 
 def test_repaired_bag_holds_every_frame_acknowledged_before_sigkill(processes, watcher, tmp_path):

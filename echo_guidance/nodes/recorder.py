@@ -16,6 +16,13 @@ bag path, or why the request was refused). Publishes ``/recorder/status``
 (echo_guidance/RecorderStatus) at 2 Hz and ``/diagnostics`` at 1 Hz (with the synchronisation
 figures: pending frames, largest pose gap around a frame).
 
+Keeping up with the pose stream: each pose and frame is handed to the recorder with the time the
+middleware received it (``MessageInfo.received_timestamp``), so frames wait for their poses in arrival
+time and a recorder that processes its queue late (a loaded machine) flags nothing for that; the pose
+callback also takes up to :data:`POSE_DRAIN_MAX` further queued poses itself, without a trip through
+the executor (which costs more than the recorder's own work per pose); publication sequence numbers
+count poses lost on the way (``poses_lost`` in diagnostics: the subscriber queue overflowed).
+
 Acknowledgement: ``frames_recorded`` in a published RecorderStatus counts only frames the bag
 writer has already flushed to the operating system, so after a ``kill -9`` the repaired bag holds
 at least that many frames.
@@ -24,6 +31,7 @@ at least that many frames.
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import echo_guidance
@@ -32,6 +40,32 @@ IMAGE_QOS_CHOICES = ('reliable', 'best_effort')
 # Five seconds of 1 kHz poses: the recorder may fall behind for that long without losing one.
 POSE_QOS_DEPTH = 5000
 IMAGE_QOS_DEPTH = 60
+POSE_DRAIN_MAX = 50
+"""Queued poses the pose callback takes itself after its own (a backlog is worked off without the
+executor's per-message overhead; at most this many, so frames and timers still get their turn)."""
+
+
+def arrival_s(info, now_s, wall_ns=None):
+    """When a message arrived (``MessageInfo.received_timestamp``, system clock) on the clock of ``now_s``.
+
+    The age of the message on the system clock is subtracted from ``now_s``; without a usable
+    timestamp the message counts as arriving now.
+    """
+    received_ns = (info or {}).get('received_timestamp')
+    if not received_ns:
+        return now_s
+    wall_ns = time.time_ns() if wall_ns is None else wall_ns
+    return now_s - max(wall_ns - int(received_ns), 0) * 1e-9
+
+
+def publication_sequence(info):
+    """(publisher id, publication sequence number) of a message, or None when the middleware gives none."""
+    info = info or {}
+    number = info.get('publication_sequence_number')
+    if number is None:
+        return None
+    gid = info.get('publisher_gid') or {}
+    return bytes(gid.get('data', b'')), int(number)
 
 
 def software_version():
@@ -139,6 +173,16 @@ def parameter_specs():
         ),
         Spec('session.image_latency', 0.0, 'image latency the capture node corrects, seconds', 0.0, 10.0),
         Spec('session.extra_yaml', '', 'free-form YAML stored with each bag (profile, simulator seed, ...)'),
+        Spec(
+            'session.sim_patient_seed',
+            -1,
+            'simulated recordings: seed of the virtual patient the capture node renders; each bag then '
+            "declares that patient's true target pose (extra_yaml simulator.target_pose_mm); "
+            '-1 = real patient',
+            -1,
+            2**31 - 1,
+            read_only=True,
+        ),
     ]
 
 
@@ -208,7 +252,12 @@ def main(args=None):
                 'software_version': software_version(),
                 'extra_yaml': params['session.extra_yaml'] or None,
             }
-            self.recorder = DemonstrationRecorder(config, session, log=self._log)
+            hook = None
+            if params['session.sim_patient_seed'] >= 0:
+                from echo_guidance.recording.simulated import simulated_patient_session
+
+                hook = simulated_patient_session(params['session.sim_patient_seed'])
+            self.recorder = DemonstrationRecorder(config, session, log=self._log, session_hook=hook)
             self.frame_loss = FrameLossTracker()
             self._lost_at_source = 0
 
@@ -227,7 +276,9 @@ def main(args=None):
             self.create_subscription(
                 UInt64MultiArray, params['frame_info_topic'], self._on_frame_info, images
             )
-            self.create_subscription(PoseStamped, params['pose_topic'], self._on_pose, poses)
+            self._pose_subscription = self.create_subscription(
+                PoseStamped, params['pose_topic'], self._on_pose, poses
+            )
             self.create_subscription(
                 WrenchStamped, params['wrench_topic'], self._on_wrench, qos_profile_sensor_data
             )
@@ -260,11 +311,20 @@ def main(args=None):
         def _now_s(self):
             return self.get_clock().now().nanoseconds * 1e-9
 
-        def _on_image(self, msg):
+        def _on_image(self, msg, info):  # two parameters: rclpy passes the MessageInfo
             ns = time_msg_to_ns(msg.header.stamp)
             self.frame_loss.on_image()
+            now = self._now_s()
             self.recorder.on_image(
-                msg.data, msg.encoding, msg.width, msg.height, msg.step, ns * 1e-9, ns, self._now_s()
+                msg.data,
+                msg.encoding,
+                msg.width,
+                msg.height,
+                msg.step,
+                ns * 1e-9,
+                ns,
+                now,
+                received_s=arrival_s(info, now),
             )
 
         def _on_frame_info(self, msg):
@@ -280,14 +340,36 @@ def main(args=None):
             self.recorder.on_frames_dropped(skipped + max(at_source - self._lost_at_source, 0))
             self._lost_at_source = at_source
 
-        def _on_pose(self, msg):
+        def _on_pose(self, msg, info):  # two parameters: rclpy passes the MessageInfo
+            self._take_pose(msg, info)
+            subscription = self._pose_subscription
+            for _ in range(POSE_DRAIN_MAX):  # work off a backlog without the executor's overhead
+                try:
+                    with subscription.handle:
+                        taken = subscription.handle.take_message(subscription.msg_type, subscription.raw)
+                except Exception:  # noqa: BLE001 - destroyed while shutting down: the executor goes on
+                    return
+                if taken is None:
+                    return
+                self._take_pose(*taken)
+
+        def _take_pose(self, msg, info):
             ns = time_msg_to_ns(msg.header.stamp)
             try:
-                T = pose_msg_to_matrix(msg.pose)
+                T = pose_msg_to_matrix(msg.pose)  # checks the quaternion and position
             except ValueError as error:
                 self.get_logger().warning(f'pose not usable: {error}', throttle_duration_sec=1.0)
                 return
-            self.recorder.on_pose(ns * 1e-9, ns, T, self._now_s())
+            now = self._now_s()
+            self.recorder.on_pose(
+                ns * 1e-9,
+                ns,
+                T,
+                now,
+                received_s=arrival_s(info, now),
+                sequence=publication_sequence(info),
+                checked=True,
+            )
 
         def _on_wrench(self, msg):
             f, t = msg.wrench.force, msg.wrench.torque
@@ -325,7 +407,8 @@ def main(args=None):
 
         def _publish_status(self):
             s = self.recorder.status
-            message = '; '.join(text for text in (s.pedal_fault, s.message) if text)
+            # The recorder's own message first: `echo-guidance record` recognises "saved ..." at its start.
+            message = '; '.join(text for text in (s.message, s.pedal_fault) if text)
             msg = RecorderStatus(
                 state=int(s.state),
                 bag_path=s.bag_path,
@@ -343,9 +426,13 @@ def main(args=None):
 
         def _diagnostics(self):
             s = self.recorder.status
-            lag = self.recorder.pose_lag_s(self._now_s())
+            now = self._now_s()
+            lag = self.recorder.pose_lag_s(now)
+            backlog = self.recorder.pose_backlog_s(now)
             level = 'ERROR' if s.state in (RecorderState.STOPPED_DISK_FULL, RecorderState.ERROR) else 'OK'
-            if level == 'OK' and (s.pedal_fault or s.frames_rejected or s.frames_dropped):
+            if level == 'OK' and (
+                s.pedal_fault or s.frames_rejected or s.frames_dropped or self.recorder.pose_losses.lost
+            ):
                 level = 'WARN'
             values = {
                 'state': s.state.name,
@@ -361,6 +448,8 @@ def main(args=None):
                 'poses_received_total': self.recorder.poses_received,
                 'sync_gap_max_ms': f'{self.recorder.take_sync_gap_ms():.3f}',
                 'pose_lag_ms': 'none' if lag is None else f'{lag * 1e3:.1f}',
+                'pose_backlog_ms': 'none' if backlog is None else f'{backlog * 1e3:.1f}',
+                'poses_lost': self.recorder.pose_losses.lost,
                 'bytes_written': s.bytes_written,
                 'disk_free_bytes': s.disk_free_bytes,
                 'pedal_fault': s.pedal_fault,

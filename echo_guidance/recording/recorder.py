@@ -11,7 +11,11 @@ What goes into a bag (topics and types: :mod:`echo_guidance.bags.schema`):
   (:class:`echo_guidance.sync.PoseBuffer`). A frame newer than the newest pose waits in a small
   pending queue until a pose sample after it arrives; if none comes within ``max_pending_s`` it is
   resolved as it stands, which flags it invalid (``valid = false``) rather than pairing it with a
-  stale pose.
+  stale pose. That wait is measured in *arrival* time (when the middleware received the messages,
+  ``received_s``), not in processing time: a recorder that processes its pose queue seconds late
+  (a loaded machine) still pairs every frame whose poses arrived in time. A frame is given up when
+  the poses that arrived ``max_pending_s`` after it brought none after its stamp, or when no pose
+  has arrived at all for ``max_pending_s`` (the arm stream stopped).
 
 Acknowledgement: a frame counts in :attr:`RecorderStatusData.frames_recorded` only after its image
 has been handed to the bag writer, which flushes every message to the operating system before it
@@ -85,7 +89,8 @@ class RecorderConfig:
         image_encoding: the only accepted image encoding.
         image_width, image_height: the only accepted image size (the bag stores one size).
         sync_tolerance_s: a frame is paired only with pose samples at most this far before and after it.
-        max_pending_s: how long a frame newer than the newest pose may wait for a pose after it.
+        max_pending_s: how long a frame newer than the newest pose may wait for a pose after it, in
+            arrival time (see the module docstring): processing late does not count.
         pose_buffer_s: how much pose history is kept for interpolation.
         min_free_bytes: stop before free disk space would fall below this.
         disk_quota_bytes: byte budget for everything this recorder writes (0 = none).
@@ -154,6 +159,33 @@ class RecorderStatusData:
     pedal_fault: str = ''
 
 
+class SequenceGapCounter:
+    """Counts samples lost between publisher and recorder from publication sequence numbers.
+
+    Each publisher numbers its samples 1, 2, 3, ...; a jump forward by k means k - 1 samples never
+    arrived (a subscriber queue that overflowed while the recorder fell behind). Numbers are
+    followed per publisher; a number not after the last one (a restarted publisher) starts afresh.
+    """
+
+    def __init__(self):
+        """No publisher seen yet."""
+        self._last = {}
+        self.lost = 0
+
+    def on_sample(self, publisher, number):
+        """Take one sample's (publisher id, sequence number); return how many were lost before it."""
+        if number is None:
+            return 0
+        number = int(number)
+        last = self._last.get(publisher)
+        self._last[publisher] = number
+        if last is None or number <= last:
+            return 0
+        gap = number - last - 1
+        self.lost += gap
+        return gap
+
+
 class DiskSpace:
     """Free space where the bags go, optionally capped by a byte budget (a quota stand-in).
 
@@ -211,14 +243,26 @@ class DemonstrationRecorder:
             the configured fsync interval and this recorder's disk guard as its reserve check).
         pose_buffer_factory: function(max_age_s, tolerance_s) -> pose buffer (PoseBuffer by default).
         disk: a DiskSpace (one on config.output_dir by default).
+        session_hook: function(session dict) -> session dict, applied to each new bag's session after
+            the overrides (e.g. :func:`echo_guidance.recording.simulated.simulated_patient_session`,
+            which declares the virtual patient's target pose for the bag's plane); a ValueError it
+            raises refuses the start with its message.
     """
 
     def __init__(
-        self, config, session_defaults, log=None, writer_factory=None, pose_buffer_factory=None, disk=None
+        self,
+        config,
+        session_defaults,
+        log=None,
+        writer_factory=None,
+        pose_buffer_factory=None,
+        disk=None,
+        session_hook=None,
     ):
         """Prepare the output folder and the pose buffer; no bag is open yet."""
         self.config = config
         self.session_defaults = dict(session_defaults)
+        self._session_hook = session_hook
         self.log = log or (lambda level, message: None)
         self._writer_factory = writer_factory or self._open_bag_writer
         self.output_dir = Path(config.output_dir)
@@ -229,8 +273,11 @@ class DemonstrationRecorder:
         )
         self.status = RecorderStatusData(disk_free_bytes=self.disk.free_bytes())
         self._writer = None
-        self._pending = []  # frames waiting for a pose after them: (stamp_s, stamp_ns, received_now_s)
+        self._pending = []  # frames waiting for a pose after them: (stamp_s, stamp_ns, received_s)
         self._newest_pose_s = None
+        self._pose_arrival_s = None  # arrival time of the newest pose processed
+        self._pose_processed_at_s = None  # when (now_s) a pose was last processed
+        self.pose_losses = SequenceGapCounter()
         self._stopping_since = None
         self._stop_reason = ''
         self._expected_size = None
@@ -276,6 +323,11 @@ class DemonstrationRecorder:
             check_plane(session.get('target_plane', ''), RECORDING_PLANES)
         except ValueError as error:
             raise RecorderError(f'cannot start recording: {error}') from error
+        if self._session_hook is not None:
+            try:
+                session = self._session_hook(session)
+            except ValueError as error:
+                raise RecorderError(f'cannot start recording: {error}') from error
         free = self.disk.free_bytes()
         if free < self.config.min_free_bytes + self.config.image_width * self.config.image_height:
             self.status.disk_free_bytes = free
@@ -318,8 +370,9 @@ class DemonstrationRecorder:
         """Stop taking frames and close the bag once the waiting frames have their poses.
 
         Returns the bag path (empty when nothing was being recorded). Frames stamped after this
-        call are not recorded; poses keep being written until the waiting frames are resolved or
-        ``max_pending_s`` has passed; then the bag is closed (see :meth:`poll`).
+        call are not recorded; poses keep being written until every waiting frame has its pose or
+        has been given up (``max_pending_s`` in arrival time, or the pose stream silent that long);
+        then the bag is closed (see :meth:`poll`).
         """
         if self._writer is None:
             return ''
@@ -374,11 +427,27 @@ class DemonstrationRecorder:
     # ----------------------------------------------------------------------------------------------
     # Incoming data
 
-    def on_pose(self, stamp_s, stamp_ns, T_base_probe_mm, now_s):
-        """Take one probe pose sample (4×4 mm): keep it for synchronisation, write it when recording."""
+    def on_pose(
+        self, stamp_s, stamp_ns, T_base_probe_mm, now_s, received_s=None, sequence=None, checked=False
+    ):
+        """Take one probe pose sample (4×4 mm): keep it for synchronisation, write it when recording.
+
+        Args:
+            received_s: when the middleware received it, on the clock of ``now_s`` (default ``now_s``):
+                frames wait for poses in arrival time, so processing late flags nothing.
+            sequence: (publisher id, publication sequence number), to count samples lost on the way
+                (``pose_losses``), or None.
+            checked: the matrix is already known to be rigid and finite (built from a checked unit
+                quaternion): the pose buffer skips its own check.
+        """
         self.poses_received += 1
+        if sequence is not None:
+            self.pose_losses.on_sample(*sequence)
         try:
-            self.poses.add(stamp_s, T_base_probe_mm)
+            if checked:
+                self.poses.add(stamp_s, T_base_probe_mm, checked=True)
+            else:
+                self.poses.add(stamp_s, T_base_probe_mm)
         except ValueError as error:
             self.poses_rejected += 1
             if self.poses_rejected == 1 or self.poses_rejected % 1000 == 0:
@@ -386,6 +455,10 @@ class DemonstrationRecorder:
             return
         if self._newest_pose_s is None or stamp_s > self._newest_pose_s:
             self._newest_pose_s = stamp_s
+        received_s = now_s if received_s is None else received_s
+        if self._pose_arrival_s is None or received_s > self._pose_arrival_s:
+            self._pose_arrival_s = received_s
+        self._pose_processed_at_s = now_s
         if self._writer is None:
             return
         log_ns = int(now_s * 1e9)
@@ -421,10 +494,11 @@ class DemonstrationRecorder:
                 f'buffer holds {data_length} bytes, expected step {step} x height {height} = {step * height}'
             )
 
-    def on_image(self, data, encoding, width, height, step, stamp_s, stamp_ns, now_s):
+    def on_image(self, data, encoding, width, height, step, stamp_s, stamp_ns, now_s, received_s=None):
         """Take one frame (sensor_msgs/Image fields); return True when it was written.
 
         A refused frame is counted and reported (status message and log) and changes nothing else.
+        ``received_s`` is when the middleware received it (default ``now_s``), see :meth:`on_pose`.
         """
         self.frames_received += 1
         if self._writer is None or self._stopping_since is not None:
@@ -455,7 +529,7 @@ class DemonstrationRecorder:
         if self._newest_pose_s is not None and stamp_s <= self._newest_pose_s:
             self._write_synced(stamp_s, stamp_ns, now_s)
         else:
-            self._pending.append((stamp_s, stamp_ns, now_s))
+            self._pending.append((stamp_s, stamp_ns, now_s if received_s is None else received_s))
         return True
 
     def on_frames_dropped(self, count):
@@ -511,12 +585,9 @@ class DemonstrationRecorder:
     def poll(self, now_s):
         """Resolve frames that waited too long, finish a pending stop, check the disk; return the status."""
         if self._writer is not None:
-            timed_out = [p for p in self._pending if now_s - p[2] > self.config.max_pending_s]
-            if timed_out:
-                self._resolve_pending(now_s, force=False, older_than_s=now_s - self.config.max_pending_s)
-            if self._stopping_since is not None and (
-                not self._pending or now_s - self._stopping_since > self.config.max_pending_s
-            ):
+            if any(self._given_up(received, now_s) for _, _, received in self._pending):
+                self._resolve_pending(now_s, force=False, expire=True)
+            if self._stopping_since is not None and not self._pending:
                 self._finish(now_s)
         if self._writer is not None:
             free = self.disk.free_bytes()
@@ -536,6 +607,18 @@ class DemonstrationRecorder:
         """How far the newest pose received lags behind ``now_s`` (None before the first pose)."""
         return None if self._newest_pose_s is None else now_s - self._newest_pose_s
 
+    def pose_backlog_s(self, now_s):
+        """How long ago the newest pose processed arrived: the recorder's queueing delay (None before any)."""
+        return None if self._pose_arrival_s is None else now_s - self._pose_arrival_s
+
+    def _given_up(self, frame_received_s, now_s):
+        """True when a waiting frame can no longer get a pose after it (see the module docstring)."""
+        wait = self.config.max_pending_s
+        if self._pose_arrival_s is not None and self._pose_arrival_s - frame_received_s > wait:
+            return True  # poses that arrived long after the frame brought none after its stamp
+        silent = self._pose_processed_at_s is None or now_s - self._pose_processed_at_s > wait
+        return silent and now_s - frame_received_s > wait
+
     def take_sync_gap_ms(self):
         """Largest pose-sample interval around a frame since the last call (ms), then reset."""
         value, self._gap_window_ms = self._gap_window_ms, 0.0
@@ -544,12 +627,12 @@ class DemonstrationRecorder:
     # ----------------------------------------------------------------------------------------------
     # Internals
 
-    def _resolve_pending(self, now_s, force, older_than_s=None):
+    def _resolve_pending(self, now_s, force, expire=False):
         """Write the synced pose of waiting frames that now have a pose after them (or must go now)."""
         still_waiting = []
         for stamp_s, stamp_ns, received in self._pending:
             ready = self._newest_pose_s is not None and stamp_s <= self._newest_pose_s
-            expired = older_than_s is not None and received <= older_than_s
+            expired = expire and self._given_up(received, now_s)
             if ready or expired or force:
                 self._write_synced(stamp_s, stamp_ns, now_s)
             else:
