@@ -1,8 +1,10 @@
 """Launch demonstration recording in simulation: franky-sim arm, virtual patient, simulated pedal.
 
 Same set-up as ``echo-guidance record --profile record_sim``. franky-sim (MuJoCo) serves the real
-libfranka protocol on ``sim_host``; the arm-state node reads it through franky and plays a
-simulated sweep; the capture node renders the virtual patient at the probe pose the arm reports.
+libfranka protocol on ``sim_host``; the arm-state node reads it through franky and drives the probe
+onto the virtual patient's PLAX plane and away again (arm_franky_sim_plax.yaml, computed for seed 0);
+the capture node renders the virtual patient at the probe pose the arm reports; the simulated
+sonographer marks the plane when the probe is there; the recorder declares the true target pose.
 
     ros2 launch echo_guidance record_sim.launch.py output_dir:=out/demonstrations
 """
@@ -26,7 +28,9 @@ def generate_launch_description():
         ),
         DeclareLaunchArgument('output_dir', default_value='out/demonstrations', description='where bags go'),
         DeclareLaunchArgument('target_plane', default_value='PLAX', description='PLAX, PSAX-AV or PSAX-MV'),
-        DeclareLaunchArgument('sim_seed', default_value='0', description='virtual patient seed'),
+        DeclareLaunchArgument(
+            'sim_seed', default_value='0', description='virtual patient seed (the arm motion is made for 0)'
+        ),
     ]
     # franky-sim's default simulator choice (-s auto) crashed on the dev machine; MuJoCo works.
     simulator = ExecuteProcess(cmd=['franky-sim', '-s', 'mujoco', '--hostname', sim_host], output='screen')
@@ -39,6 +43,7 @@ def generate_launch_description():
             parameters=[
                 calibration,
                 PathJoinSubstitution([config, 'arm_franky_sim.yaml']),
+                PathJoinSubstitution([config, 'arm_franky_sim_plax.yaml']),
                 {'franky.hostname': sim_host},
             ],
         ),
@@ -62,7 +67,13 @@ def generate_launch_description():
             executable='pedal_node',
             name='pedal',
             output='screen',
-            parameters=[{'port': 'sim:held'}],
+            parameters=[
+                {
+                    'port': 'sim:sonographer',
+                    'sonographer.sim_seed': LaunchConfiguration('sim_seed'),
+                    'heartbeat_timeout_s': 2.0,  # the simulated device runs in the node's process
+                }
+            ],
         ),
         Node(
             package='echo_guidance',
@@ -78,6 +89,7 @@ def generate_launch_description():
                     'session.target_plane': LaunchConfiguration('target_plane'),
                     'session.probe_model': 'simulated phased array',
                     'session.extra_yaml': 'profile: record_sim',
+                    'session.sim_patient_seed': LaunchConfiguration('sim_seed'),
                 },
             ],
         ),

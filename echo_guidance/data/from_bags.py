@@ -68,6 +68,32 @@ def declared_target(session):
     return T
 
 
+def no_demonstrations_message(exclusions):
+    """The error when no bag gave a usable demonstration: exclusion counts and how to fix the main cause."""
+    counts = {reason: int(n) for reason, n in (exclusions or {}).items() if n}
+    text = 'no usable demonstrations: nothing to write'
+    text += f' (frames excluded by reason: {counts})' if counts else ' (no frames were read)'
+    if counts.get('no_target'):
+        text += (
+            f'. {counts["no_target"]} frames have no target pose: their recording window holds no '
+            'TARGET_REACHED mark and their session declares no target pose. To fix it, mark the target '
+            'while recording: press the pedal\'s TARGET button when the probe shows the plane (each mark '
+            'ends a demonstration there); or declare the target pose in the session: recorder parameter '
+            "session.extra_yaml 'target_pose_mm: <4x4 probe pose, mm, in base>' (top level or under "
+            'simulator:). Simulated recordings: `echo-guidance record --profile record_sim` does both '
+            "now: its simulated sonographer (pedal port sim:sonographer) marks the plane when the probe "
+            'is there and its recorder declares the virtual patient\'s true pose '
+            '(session.sim_patient_seed); record_sim bags made before that have neither, record them again. '
+            'With --target-source mark a declared target is never used'
+        )
+    elif counts.get('invalid_pose') or counts.get('no_synced_pose'):
+        text += (
+            '. Frames without a valid synchronised pose had no arm pose sample within the recorder\'s '
+            'sync_tolerance_s on both sides of them (see docs/recording.md, Synchronisation)'
+        )
+    return text
+
+
 def declared_split(session):
     """The split (train / val / test) the session's ``extra_yaml`` declares for its subject, or None."""
     try:

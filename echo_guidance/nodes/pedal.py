@@ -11,8 +11,11 @@ Topics (docs/pedal-protocol.md, "ROS interface"):
 
 ``port`` is a serial device path or pyserial URL, or a simulated pedal for the simulation
 profile: ``sim:held`` (deadman pressed from the start), ``sim:keyboard`` (letters on stdin, see
-echo_guidance/pedal/device_sim.py) or ``sim:script=<yaml>`` (timed actions). Simulated pedals
-are the device emulator on a pty, so they go through the same reader and parser as hardware.
+echo_guidance/pedal/device_sim.py), ``sim:script=<yaml>`` (timed actions) or ``sim:sonographer``
+(held, and TARGET pressed whenever the probe really reaches the virtual patient's standard plane of
+the bag being recorded: echo_guidance/pedal/sonographer.py; it subscribes to
+``sonographer.pose_topic`` and ``sonographer.status_topic``). Simulated pedals are the device
+emulator on a pty, so they go through the same reader and parser as hardware.
 """
 
 import threading
@@ -35,15 +38,17 @@ from echo_guidance.pedal.state import PedalEventCode
 def _check_port(value):
     value = str(value).strip()
     if not value:
-        raise ValueError('port must name a serial device, a pyserial URL or sim:held|keyboard|script=<file>')
-    if value.startswith('sim:') and value not in ('sim:held', 'sim:keyboard') \
+        raise ValueError(
+            'port must name a serial device, a pyserial URL or sim:held|keyboard|sonographer|script=<file>')
+    if value.startswith('sim:') and value not in ('sim:held', 'sim:keyboard', 'sim:sonographer') \
             and not value.startswith('sim:script='):
-        raise ValueError("simulated ports are 'sim:held', 'sim:keyboard' or 'sim:script=<yaml file>'")
+        raise ValueError(
+            "simulated ports are 'sim:held', 'sim:keyboard', 'sim:sonographer' or 'sim:script=<yaml file>'")
 
 
 PARAMETERS = [
     ParamSpec('port', '/dev/ttyACM0', 'Serial device, pyserial URL, or sim:held / sim:keyboard / '
-              'sim:script=<yaml>.', read_only=True, check=_check_port),
+              'sim:sonographer / sim:script=<yaml>.', read_only=True, check=_check_port),
     ParamSpec('baudrate', 115200, 'Serial baud rate (ignored by USB CDC devices).', min_value=1200,
               max_value=4_000_000, read_only=True),
     ParamSpec('heartbeat_timeout_s', 0.5, 'A connected device silent this long is a fault.',
@@ -55,6 +60,21 @@ PARAMETERS = [
     ParamSpec('event_topic', '/pedal/event', 'PedalEvent topic.', read_only=True),
     ParamSpec('deadman_topic', '/pedal/deadman', 'Deadman heartbeat topic.', read_only=True),
     ParamSpec('diagnostics_period_s', 1.0, 'Diagnostics period.', min_value=0.1, max_value=60.0,
+              read_only=True),
+    # sim:sonographer only
+    ParamSpec('sonographer.sim_seed', 0, 'Virtual patient seed (the capture node renders the same one).',
+              min_value=0, max_value=2 ** 31 - 1, read_only=True),
+    ParamSpec('sonographer.tolerance_mm', 2.0, 'Press TARGET within this distance of the plane (mm).',
+              min_value=0.01, max_value=100.0, read_only=True),
+    ParamSpec('sonographer.tolerance_deg', 2.0, 'Press TARGET within this rotation of the plane (deg).',
+              min_value=0.01, max_value=180.0, read_only=True),
+    ParamSpec('sonographer.rearm_mm', 6.0, 'Next press only after the probe went this far away (mm).',
+              min_value=0.01, max_value=1000.0, read_only=True),
+    ParamSpec('sonographer.rearm_deg', 6.0, '... or rotated this far away (deg).',
+              min_value=0.01, max_value=180.0, read_only=True),
+    ParamSpec('sonographer.pose_topic', '/arm/probe_pose/decimated', 'Probe poses (PoseStamped, base).',
+              read_only=True),
+    ParamSpec('sonographer.status_topic', '/recorder/status', "Recorder status (the bag's target plane).",
               read_only=True),
 ]
 
@@ -103,12 +123,53 @@ class PedalNode(Node):
             except (OSError, ValueError) as err:
                 raise ParameterValidationError(f'pedal script: {err}') from None
         self._sim_mode = spec[len('sim:'):].split('=')[0]
+        if self._sim_mode == 'sonographer':
+            self._start_sonographer()
         self.device = PtyPedalDevice().start()
         return self.device.port
 
+    def _start_sonographer(self):
+        from geometry_msgs.msg import PoseStamped
+
+        from echo_guidance.msg import RecorderStatus
+        from echo_guidance.pedal.sonographer import SimulatedSonographer, standard_plane_target
+
+        p = self.params
+        seed = p['sonographer.sim_seed']
+        try:
+            self.sonographer = SimulatedSonographer(
+                lambda plane: standard_plane_target(seed, plane),
+                p['sonographer.tolerance_mm'], p['sonographer.tolerance_deg'],
+                p['sonographer.rearm_mm'], p['sonographer.rearm_deg'])
+        except ValueError as err:
+            raise ParameterValidationError(str(err)) from None
+        self.create_subscription(PoseStamped, p['sonographer.pose_topic'], self._on_sonographer_pose, 10)
+        self.create_subscription(RecorderStatus, p['sonographer.status_topic'], self._on_recorder_status, 10)
+        self.get_logger().info(
+            f'simulated sonographer: virtual patient {seed}, presses TARGET within '
+            f'{p["sonographer.tolerance_mm"]:g} mm / {p["sonographer.tolerance_deg"]:g} deg of the plane '
+            'of the bag being recorded')
+
+    def _on_recorder_status(self, msg):
+        self.sonographer.set_recording(msg.state == msg.RECORDING, msg.target_plane, msg.bag_path)
+        if self.sonographer.unknown_plane:
+            self.get_logger().warning(self.sonographer.unknown_plane, throttle_duration_sec=10.0)
+
+    def _on_sonographer_pose(self, msg):
+        from echo_guidance.geometry import GeometryError, pose_msg_to_matrix
+
+        try:
+            T = pose_msg_to_matrix(msg.pose)
+        except GeometryError:
+            return
+        mark = self.sonographer.on_pose(T)
+        if mark is not None and self.device is not None:
+            self.get_logger().info(mark.describe())
+            self.device.target()
+
     def _run_simulation(self):
         from echo_guidance.pedal.device_sim import run_keyboard, run_script
-        if self._sim_mode == 'held':
+        if self._sim_mode in ('held', 'sonographer'):
             # Press only once the reader has seen the switch released (it must arm first).
             while not self._stop.is_set() and not self.reader.state.armed:
                 self._stop.wait(0.02)
