@@ -130,6 +130,9 @@ class ArmController:
     def _propose(self, pose, base, velocity, angular_velocity):
         return self.planner.propose(pose, base, velocity, angular_velocity, self.envelope.workspace)
 
+    def _propose_search(self, pose, base, velocity, angular_velocity):
+        return self.planner.propose_search(pose, base, velocity, angular_velocity, self.envelope.workspace)
+
     def cycle(self, inputs):
         """Run one control cycle on ``inputs``; return a :class:`CycleReport`."""
         self.cycles += 1
@@ -148,12 +151,21 @@ class ArmController:
             if guidance is not None and guidance.target_plane and guidance.target_plane != self.target_plane:
                 self.set_target_plane(guidance.target_plane)
                 was_enabled = sm.motion_enabled
-            if was_enabled and self.envelope.check(inputs) is None:
+            self.planner.now_s = inputs.now_s
+            found = self.envelope.check(inputs) if was_enabled else None
+            if was_enabled and found is None:
+                self.planner.guidance_confident()
                 pose_at_frame = self.poses.at(guidance.stamp_s)
                 if pose_at_frame is not None:
                     self.planner.observe(guidance, pose_at_frame)
+            elif was_enabled and found[1] == 'low_confidence':
+                self.planner.guidance_lost(inputs.now_s)
             decision = self.envelope.decide(
-                inputs, self._propose, motion_enabled=was_enabled, hold_reason=sm.hold_reason
+                inputs,
+                self._propose,
+                motion_enabled=was_enabled,
+                hold_reason=sm.hold_reason,
+                search=self._propose_search if self.planner.searching else None,
             )
         except Exception as error:  # noqa: BLE001 - fail closed
             decision = Decision(Verdict.STOP, 'internal_error', f'{type(error).__name__}: {error}')

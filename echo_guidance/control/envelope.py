@@ -551,7 +551,13 @@ class SafetyEnvelope:
     # ----------------------------------------------------------------------------- decide
 
     def decide(
-        self, inputs, propose=None, motion_enabled=True, hold_reason='not_armed', require_perception=True
+        self,
+        inputs,
+        propose=None,
+        motion_enabled=True,
+        hold_reason='not_armed',
+        require_perception=True,
+        search=None,
     ):
         """Return this cycle's :class:`Decision`; the only source of motion commands.
 
@@ -563,12 +569,21 @@ class SafetyEnvelope:
             motion_enabled: the state machine allows motion (armed or moving).
             hold_reason: the reason given when motion is not enabled.
             require_perception: check the frame and guidance (False for moves to a fixed pose).
+            search: the planner's search step, same signature as ``propose``: asked instead of
+                holding when the one failing check is low confidence (every other check, the frame's
+                age included, still passed) and motion is enabled; its proposal is bounded like any
+                other. None: low confidence holds.
         """
         try:
             found = self.check(inputs, require_perception)
             self._last_now = inputs.now_s if self._last_now is None else max(self._last_now, inputs.now_s)
-            if found is not None:
+            searching = (
+                found is not None and found[1] == 'low_confidence' and search is not None and motion_enabled
+            )
+            if found is not None and not searching:
                 return self._decide(*found)
+            if searching:
+                propose = search
             if not motion_enabled:
                 return self._decide(Verdict.HOLD, hold_reason)
             if self.workspace is None:

@@ -323,6 +323,23 @@ class PlannerConfig:
     )
     look_around_frames: int = _spec(3, '1', 1, 100, 'guidance frames kept at each look-around pose')
     look_around_rounds: int = _spec(3, '1', 1, 100, 'look-around rounds before the planner just holds')
+    search: bool = _spec(
+        False,
+        'bool',
+        0,
+        0,
+        'guidance not confident for search_after_s: visit a bounded pattern of poses around where it was '
+        'lost, dwelling at each, until the guidance is confident again (every step through the envelope)',
+    )
+    search_after_s: float = _spec(
+        1.5, 's', 0.0, 60.0, 'low-confidence time before a search starts', low_open=True
+    )
+    search_mm: float = _spec(
+        8.0, 'mm', 0.0, 30.0, 'slide of the first search round (probe x, y)', low_open=True
+    )
+    search_deg: float = _spec(8.0, 'deg', 0.0, 30.0, 'tilt of the first search round', low_open=True)
+    search_dwell_s: float = _spec(0.6, 's', 0.0, 10.0, 'time held still at each search pose', low_open=True)
+    search_rounds: int = _spec(2, '1', 1, 10, 'search rounds, each 1.5x wider, before the planner holds')
 
     def __post_init__(self):
         """Check every value; raise LimitsError naming the key."""

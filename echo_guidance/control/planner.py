@@ -94,6 +94,11 @@ class StepPlanner:
         self._around = None  # look-around in progress: {'poses', 'index', 'estimates', 'count'}
         self.around_rounds = 0
         self._frozen = False
+        self.now_s = 0.0  # the controller's time of the cycle being decided
+        self._lost_since = None
+        self.searching = False
+        self._search = None
+        self.searches = 0
 
     def set_target(self, target_mm):
         """Use a fixed target pose (4×4 mm, base) instead of guidance (e.g. a move to a given pose)."""
@@ -207,6 +212,86 @@ class StepPlanner:
             rate = min(cfg.gain_per_s * angle, math.sqrt(2.0 * lim.max_angular_acceleration_deg_s2 * angle))
             w = rotvec / angle * rate
         return Proposal(v, w, False, goal, error_mm, error_deg, detail)
+
+    # ------------------------------------------------------------------------------ search
+
+    def guidance_lost(self, now_s):
+        """The guidance is not confident this cycle (the envelope holds for low confidence).
+
+        With ``search`` on, a search starts once that has lasted ``search_after_s``.
+        """
+        if self._lost_since is None:
+            self._lost_since = float(now_s)
+        if (
+            self.config.search
+            and not self.searching
+            and not self._fixed_target
+            and now_s - self._lost_since >= self.config.search_after_s
+        ):
+            self.searching, self._search = True, None
+            self.searches += 1
+
+    def guidance_confident(self):
+        """The guidance passed every check this cycle: any search ends, its estimate starts afresh."""
+        self._lost_since = None
+        if self.searching:
+            self.searching, self._search = False, None
+            self.target_mm, self.estimates = None, 0
+            self._at_target_cycles = 0
+
+    def search_offsets(self, round_index):
+        """Offsets (x, y, z mm, roll, pitch, yaw deg) of one search round, from where the search began.
+
+        Slides along the array and the elevation, then tilts about both, to either side; each round
+        is 1.5 times wider than the one before.
+        """
+        a = self.config.search_mm * 1.5**round_index
+        t = self.config.search_deg * 1.5**round_index
+        return np.array(
+            [
+                [a, 0, 0, 0, 0, 0],
+                [-a, 0, 0, 0, 0, 0],
+                [0, a, 0, 0, 0, 0],
+                [0, -a, 0, 0, 0, 0],
+                [0, 0, 0, t, 0, 0],
+                [0, 0, 0, -t, 0, 0],
+                [0, 0, 0, 0, t, 0],
+                [0, 0, 0, 0, -t, 0],
+            ],
+            dtype=float,
+        )
+
+    def propose_search(self, pose_mm, base_mm, velocity, angular_velocity, workspace=None):
+        """The next step of the search pattern (the envelope bounds it), or None once it is over."""
+        cfg = self.config
+        if not self.searching:
+            return None
+        if self._search is None:
+            origin = np.array(base_mm, dtype=float)
+            self._search = {'origin': origin, 'round': 0, 'index': 0, 'arrived': None}
+        search = self._search
+        offsets = self.search_offsets(search['round'])
+        if search['index'] >= len(offsets):
+            search['round'] += 1
+            search['index'] = 0
+            if search['round'] >= cfg.search_rounds:
+                self.trace_note = 'search: pattern done, guidance still not confident'
+                return Proposal(np.zeros(3), np.zeros(3), False, None, detail=self.trace_note)
+            offsets = self.search_offsets(search['round'])
+        goal = search['origin'] @ action_to_matrix(offsets[search['index']])
+        goal = goal if workspace is None else workspace.clamp(goal)
+        still = float(np.linalg.norm(velocity)) < 1e-9 and float(np.linalg.norm(angular_velocity)) < 1e-9
+        self.trace_note = f'search {self.searches}: round {search["round"] + 1}, pose {search["index"] + 1}'
+        if not (self._near(pose_mm, goal) and self._near(base_mm, goal) and still):
+            search['arrived'] = None
+            proposal = self._toward(goal, pose_mm, base_mm)
+            return dataclasses.replace(proposal, detail=f'{self.trace_note}: {proposal.detail}')
+        if search['arrived'] is None:
+            search['arrived'] = self.now_s
+        if self.now_s - search['arrived'] >= cfg.search_dwell_s:
+            search['index'] += 1
+            search['arrived'] = None
+        return Proposal(np.zeros(3), np.zeros(3), False, goal, detail=f'{self.trace_note}: looking')
 
     # ------------------------------------------------------------------------------ look around
 
