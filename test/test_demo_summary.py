@@ -1,12 +1,10 @@
 """The demo's arithmetic without ROS: errors against ground truth, timing, path, outcome, plot, steps."""
 
 import json
-import types
 
 import numpy as np
 import pytest
 
-from echo_guidance.demo.prepare import PrepareError, PreparePlan, plan_steps, prepare_model
 from echo_guidance.demo.run import state_record
 from echo_guidance.demo.summary import (
     StateRecord,
@@ -136,27 +134,3 @@ def test_the_plot_is_written(tmp_path):
     path = plot_run(summary, poses, TARGET, tmp_path / 'run.png', title='test')
     data = path.read_bytes()
     assert data[:8] == b'\x89PNG\r\n\x1a\n' and 10_000 < len(data) < 300_000
-
-
-def test_preparation_runs_only_missing_steps_and_names_a_failure(tmp_path):
-    model = tmp_path / 'demo' / 'model' / 'demo.onnx'
-    steps = plan_steps(model, PreparePlan(train_patients=2, val_patients=1))
-    commands = [s.command_line() for s in steps]
-    assert [c.split()[1] for c in commands] == ['sim', 'sim', 'dataset', 'train', 'export']
-    assert commands[4].split()[2] == str(tmp_path / 'demo' / 'train' / 'best.pt')
-    assert '--split train' in commands[0] and '--split val' in commands[1] and '--seed 1' in commands[0]
-    assert commands[3].endswith(f'train.out_dir={tmp_path / "demo" / "train"}')
-    ran = []
-
-    def runner(argv):
-        ran.append(argv)
-        return types.SimpleNamespace(returncode=3)
-
-    with pytest.raises(PrepareError, match='simulated demonstrations .* exit status 3'):
-        prepare_model(model, PreparePlan(train_patients=2, val_patients=1), say=lambda _: None, runner=runner)
-    assert len(ran) == 1
-    # Every output present: nothing runs.
-    model.parent.mkdir(parents=True)
-    model.write_bytes(b'x')
-    ran.clear()
-    assert prepare_model(model, say=lambda _: None, runner=runner) == {} and not ran

@@ -1,14 +1,16 @@
-"""``echo-guidance guidance quantize``: an int8 copy of an exported model for fast CPU guidance."""
+"""``echo-guidance guidance quantize | train-default``: int8 copies of models; the default models' recipe."""
 
 import json
 import sys
 
-from echo_guidance.cli_options import add_output_file
+from echo_guidance.cli_options import add_output_dir, add_output_file
 
 
 def register(subparsers):
-    """Add ``guidance quantize``."""
-    parser = subparsers.add_parser('guidance', help='live guidance tools (quantize a model)')
+    """Add ``guidance quantize`` and ``guidance train-default``."""
+    parser = subparsers.add_parser(
+        'guidance', help='live guidance tools (quantize a model, train the default models)'
+    )
     sub = parser.add_subparsers(dest='guidance_command', metavar='COMMAND')
     q = sub.add_parser(
         'quantize',
@@ -44,7 +46,56 @@ def register(subparsers):
     )
     q.add_argument('--seed', type=int, default=0, help='seed of the calibration frames (default 0)')
     q.set_defaults(handler=_quantize)
+    d = sub.add_parser(
+        'train-default',
+        help='train the default coarse and fine models with the pipeline (hours on a 2-core CPU)',
+        description="Run the default guidance models' recipe (echo_guidance/guidance/recipe.py, "
+        'docs/guidance-models.md): sampled data, training, DAgger rounds, export. Each command is printed '
+        'as it runs; finished steps are skipped, so an interrupted run goes on where it stopped.',
+    )
+    add_output_dir(
+        d,
+        'work folder (data, training runs, models) (default out/default_models)',
+        default='out/default_models',
+    )
+    d.add_argument(
+        '--install',
+        action='store_true',
+        help='copy the resulting models and their training configs into models/guidance/ of this '
+        'checkout and write SHA256SUMS',
+    )
+    d.set_defaults(handler=_train_default)
     parser.set_defaults(handler=lambda args: parser.print_help() or 2)
+
+
+def train_default_models(work_dir, say=print):
+    """Run the recipe in ``work_dir``; return (coarse, fine) result paths. Raises PipelineError."""
+    from echo_guidance.guidance.recipe import recipe_steps, result_models
+    from echo_guidance.pipeline import run_steps
+
+    steps = recipe_steps(work_dir)
+    say(f'default models: {len(steps)} steps in {work_dir} (finished ones are skipped)')
+    timings = run_steps(steps, say=say, prefix='default models: ')
+    say(f'default models: {sum(timings.values()):.0f} s for the steps that ran')
+    return result_models(work_dir)
+
+
+def _train_default(args):
+    from echo_guidance.guidance.recipe import install
+    from echo_guidance.pipeline import PipelineError
+
+    try:
+        coarse, fine = train_default_models(args.out, say=lambda text: print(text, flush=True))
+    except PipelineError as err:
+        print(f'error: {err}', file=sys.stderr)
+        return 1
+    print(f'default models: {coarse}, {fine}')
+    if args.install:
+        from echo_guidance.guidance.default_models import models_dir
+
+        sums = install(args.out, models_dir())
+        print(f'default models: installed into {sums.parent} ({sums.name} written)')
+    return 0
 
 
 def _model_planes(backend, planes):
