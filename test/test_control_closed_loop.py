@@ -139,6 +139,18 @@ def test_the_command_writes_its_reports(tmp_path, capsys):
     assert main(['closed-loop', '--policy', 'oracle', '--planes', 'A5C', '--out', str(out)]) == 2
 
 
+def test_worker_processes_give_the_same_results(tmp_path):
+    runs = []
+    for jobs in ('1', '2'):
+        out = tmp_path / jobs
+        args = ['closed-loop', '--policy', 'n=oracle:3,3', '--patients', '2', '--planes', 'PSAX-MV']
+        args += ['--starts', '2', '--image-size', '32', '--time-limit', '4', '--jobs', jobs]
+        assert main(args + ['--output-dir', str(out), '--no-progress']) == 0
+        runs.append(json.loads((out / 'results.json').read_text())['episodes'])
+    keys = ('patient_seed', 'start_index', 'final_error_mm', 'final_error_deg', 'frames')
+    assert [[e[k] for k in keys] for e in runs[0]] == [[e[k] for k in keys] for e in runs[1]]
+
+
 @pytest.mark.slow
 def test_model_policies_run_through_onnx_and_the_guidance_engine(tmp_path, patient, renderer):
     from learning_helpers import make_synthetic_dataset, tiny_config

@@ -10,6 +10,7 @@ subcommands; this module registers the stage as its own command and routes ``eva
 """
 
 import argparse
+import functools
 import sys
 
 from echo_guidance.cli_options import add_output_dir
@@ -70,13 +71,19 @@ def _add_arguments(parser):
         '--max-offset-deg', type=float, default=30.0, help='start roll/pitch/yaw, ±deg (default 30)'
     )
     parser.add_argument('--threads', type=int, default=1, help='ONNX Runtime threads (default 1)')
+    parser.add_argument(
+        '--jobs',
+        type=int,
+        default=1,
+        help='worker processes, patients shared out among them (default 1; results do not depend on it)',
+    )
     add_output_dir(parser, 'output directory (default out/closed_loop)', default='out/closed_loop')
     parser.add_argument(
         '--trace',
         default=None,
         metavar='DIR',
-        help='write one CSV per episode into DIR: per frame the true remaining action, the policy\'s '
-        'answer, the planner\'s target estimate error and the controller state (diagnosis)',
+        help="write one CSV per episode into DIR: per frame the true remaining action, the policy's "
+        "answer, the planner's target estimate error and the controller state (diagnosis)",
     )
     parser.add_argument('--no-progress', dest='quiet', action='store_true', help='no per-run progress lines')
     parser.add_argument('--quiet', dest='quiet', action='store_true', help=argparse.SUPPRESS)  # older name
@@ -166,11 +173,28 @@ def load_controller_config(paths=None):
     )
 
 
+def build_policies(specs, seed=0, threads=1, guidance_parameters=None):
+    """{name: factory} for command-line policy specs (a worker process rebuilds them with this).
+
+    Raises:
+        PolicySpecError, ValueError: a bad spec, or two policies with one name.
+    """
+    from echo_guidance.closed_loop.policies import parse_policy
+
+    policies = {}
+    for spec in specs:
+        name, factory = parse_policy(spec, seed, threads, guidance_parameters)
+        if name in policies:
+            raise ValueError(f'two policies are called {name!r}: name them NAME=SPEC')
+        policies[name] = factory
+    return policies
+
+
 def run(args):
     """Run the closed-loop evaluation; return the exit status."""
     from echo_guidance.closed_loop.episode import ClosedLoopConfig
     from echo_guidance.closed_loop.evaluate import evaluate_closed_loop, write_report
-    from echo_guidance.closed_loop.policies import PolicySpecError, parse_policy
+    from echo_guidance.closed_loop.policies import PolicySpecError
     from echo_guidance.planes import GUIDANCE_PLANES, UnknownPlaneError, check_plane
     from echo_guidance.sim.splits import seeds_for_split
 
@@ -193,12 +217,12 @@ def run(args):
         guidance_parameters = (
             guidance_parameters_from_yaml(args.guidance_config) if args.guidance_config else None
         )
-        policies = {}
-        for spec in args.policy:
-            name, factory = parse_policy(spec, args.seed, args.threads, guidance_parameters)
-            if name in policies:
-                raise ValueError(f'two policies are called {name!r}: name them NAME=SPEC')
-            policies[name] = factory
+        if args.jobs < 1:
+            raise ValueError(f'--jobs must be at least 1, got {args.jobs}')
+        build = functools.partial(
+            build_policies, tuple(args.policy), args.seed, args.threads, guidance_parameters
+        )
+        policies = build()
     except (PolicySpecError, UnknownPlaneError, ValueError) as error:
         print(f'closed-loop: {error}', file=sys.stderr)
         return 2
@@ -216,6 +240,8 @@ def run(args):
         seed=args.seed,
         progress=progress,
         trace_dir=args.trace,
+        jobs=args.jobs,
+        build_policies=build,
     )
     print(write_report(results, args.out))
     print(f'closed-loop: wrote {args.out}/results.md, results.json, episodes.csv', file=sys.stderr)

@@ -74,6 +74,65 @@ def summarise(rows):
     }
 
 
+def _patient_episodes(
+    policies, patient_seed, planes, starts, limits, planner_config, config, seed, trace_dir
+):
+    """Every policy's episodes on one patient (episode dicts, in policy / plane / start order)."""
+    from echo_guidance.sim import Patient, ProbeConfig, ProbeRenderer
+
+    patient = Patient.from_seed(patient_seed)
+    renderer = ProbeRenderer(patient, ProbeConfig(width=config.image_size, height=config.image_size))
+    episodes = []
+    for plane in planes:
+        target = patient.standard_plane_pose(plane)
+        start_poses = [
+            sample_start(patient, plane, start_rng(seed, patient_seed, plane, k), config)
+            for k in range(starts)
+        ]
+        for name, factory in policies.items():
+            for k, start_pose in enumerate(start_poses):
+                trace = [] if trace_dir is not None else None
+                result = run_episode(
+                    patient,
+                    renderer,
+                    plane,
+                    start_pose,
+                    factory(plane, target),
+                    limits,
+                    planner_config,
+                    config,
+                    policy_name=name,
+                    start_index=k,
+                    trace=trace,
+                )
+                episodes.append(result.as_dict())
+                if trace is not None:
+                    write_trace(trace, trace_dir, f'{name}_{patient.patient_id}_{plane}_{k}.csv')
+    return episodes
+
+
+_WORKER = {}
+
+
+def _worker_init(build_policies, arguments):
+    _WORKER['policies'] = build_policies()
+    _WORKER['arguments'] = arguments
+
+
+def _worker_patient(patient_seed):
+    return patient_seed, _patient_episodes(_WORKER['policies'], patient_seed, *_WORKER['arguments'])
+
+
+def _describe(result, started):
+    return (
+        f'{result["policy"]} sim-{result["patient_seed"]:06d} {result["plane"]} '
+        f'start {result["start_index"]}: '
+        f'{"success" if result["success"] else "failure"} ({result["end_state"]}: {result["end_reason"]}), '
+        f'final {result["final_error_mm"]:.1f} mm / {result["final_error_deg"]:.1f} deg, '
+        f'{time.monotonic() - started:.0f} s'
+    )
+
+
 def evaluate_closed_loop(
     policies,
     patient_seeds,
@@ -85,6 +144,8 @@ def evaluate_closed_loop(
     seed=0,
     progress=None,
     trace_dir=None,
+    jobs=1,
+    build_policies=None,
 ):
     """Run every policy on every (patient, plane, start); return ``{'episodes': [...], 'summary': {...}}``.
 
@@ -100,52 +161,37 @@ def evaluate_closed_loop(
         trace_dir: optional directory: one CSV per episode
             (``<policy>_<patient>_<plane>_<start>.csv``, columns
             :data:`~echo_guidance.closed_loop.episode.TRACE_FIELDS`, one row per frame).
+        jobs: worker processes (patients are shared out among them; each builds its own policies
+            with ``build_policies()``, a picklable callable returning the same dict). The results do
+            not depend on it.
     """
-    from echo_guidance.sim import Patient, ProbeConfig, ProbeRenderer
-
     config = config or ClosedLoopConfig()
     if not policies:
         raise ValueError('closed-loop evaluation needs at least one policy')
     if starts < 1 or not patient_seeds or not planes:
         raise ValueError('closed-loop evaluation needs at least one patient, one plane and one start')
-    episodes = []
     started = time.monotonic()
-    total = len(policies) * len(patient_seeds) * len(planes) * starts
-    for patient_seed in patient_seeds:
-        patient = Patient.from_seed(patient_seed)
-        renderer = ProbeRenderer(patient, ProbeConfig(width=config.image_size, height=config.image_size))
-        for plane in planes:
-            target = patient.standard_plane_pose(plane)
-            start_poses = [
-                sample_start(patient, plane, start_rng(seed, patient_seed, plane, k), config)
-                for k in range(starts)
-            ]
-            for name, factory in policies.items():
-                for k, start_pose in enumerate(start_poses):
-                    trace = [] if trace_dir is not None else None
-                    result = run_episode(
-                        patient,
-                        renderer,
-                        plane,
-                        start_pose,
-                        factory(plane, target),
-                        limits,
-                        planner_config,
-                        config,
-                        policy_name=name,
-                        start_index=k,
-                        trace=trace,
-                    )
-                    episodes.append(result.as_dict())
-                    if trace is not None:
-                        write_trace(trace, trace_dir, f'{name}_{patient.patient_id}_{plane}_{k}.csv')
-                    if progress:
-                        progress(
-                            f'[{len(episodes)}/{total}] {name} {patient.patient_id} {plane} start {k}: '
-                            f'{"success" if result.success else "failure"} ({result.end_state}: '
-                            f'{result.end_reason}), final {result.final_error_mm:.1f} mm / '
-                            f'{result.final_error_deg:.1f} deg, {time.monotonic() - started:.0f} s'
-                        )
+    arguments = (planes, starts, limits, planner_config, config, seed, trace_dir)
+    by_patient = {}
+    if jobs > 1 and len(patient_seeds) > 1:
+        if build_policies is None:
+            raise ValueError('closed-loop evaluation with jobs > 1 needs build_policies')
+        import multiprocessing
+
+        context = multiprocessing.get_context('spawn')
+        with context.Pool(min(jobs, len(patient_seeds)), _worker_init, (build_policies, arguments)) as pool:
+            for patient_seed, episodes in pool.imap_unordered(_worker_patient, list(patient_seeds)):
+                by_patient[patient_seed] = episodes
+                if progress:
+                    for result in episodes:
+                        progress(_describe(result, started))
+    else:
+        for patient_seed in patient_seeds:
+            by_patient[patient_seed] = _patient_episodes(policies, patient_seed, *arguments)
+            if progress:
+                for result in by_patient[patient_seed]:
+                    progress(_describe(result, started))
+    episodes = [e for patient_seed in patient_seeds for e in by_patient[patient_seed]]
     summary = {}
     for name in policies:
         rows = [e for e in episodes if e['policy'] == name]
@@ -164,6 +210,7 @@ def evaluate_closed_loop(
             'limits': limits.to_mapping(),
             'planner': planner_config.to_mapping(),
             'policies': {name: factory.describe() for name, factory in policies.items()},
+            'jobs': jobs,
             'wall_time_s': time.monotonic() - started,
         },
     }

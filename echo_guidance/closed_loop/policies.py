@@ -24,6 +24,7 @@ and see frames prepared exactly as the live node prepares them.
 """
 
 import dataclasses
+import hashlib
 import math
 
 import numpy as np
@@ -56,7 +57,7 @@ class OracleFactory:
             raise PolicySpecError(
                 f'oracle noise must be finite and >= 0, got {self.noise_mm}, {self.noise_deg}'
             )
-        self._rng = np.random.default_rng(self.seed)
+        self._episodes = {}
 
     def describe(self):
         """One line."""
@@ -64,7 +65,12 @@ class OracleFactory:
 
     def __call__(self, plane, target_pose_mm):
         """Return the policy for one episode."""
-        rng = self._rng
+        # The noise of an episode depends on the seed, the target and how many episodes of that
+        # target came before, not on which process runs it (closed-loop --jobs).
+        key = (plane, np.round(np.asarray(target_pose_mm, dtype=float), 6).tobytes())
+        count = self._episodes[key] = self._episodes.get(key, -1) + 1
+        digest = int.from_bytes(hashlib.sha256(key[1]).digest()[:4], 'little')
+        rng = np.random.default_rng([self.seed, digest, count])
         scale = np.array([self.noise_mm] * 3 + [self.noise_deg] * 3)
 
         def policy(frame, probe_pose_mm, stamp_s):
