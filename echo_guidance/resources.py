@@ -85,3 +85,14 @@ def config_path(name):
 def launch_path(name):
     """Return the path of a file in ``launch/``, e.g. ``launch_path('record.launch.py')``."""
     return data_path('launch', name)
+
+
+def file_sha256(path):
+    """Hex SHA-256 of a file's bytes (checkpoints, exported and default models)."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    with open(path, 'rb') as handle:
+        for block in iter(lambda: handle.read(1 << 20), b''):
+            digest.update(block)
+    return digest.hexdigest()

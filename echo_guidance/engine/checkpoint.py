@@ -17,7 +17,6 @@ Loading rebuilds the model from ``model_config`` and checks the digest, so a che
 different architecture fails with a message naming what differs.
 """
 
-import hashlib
 import os
 import pathlib
 
@@ -26,21 +25,13 @@ import torch
 import echo_guidance
 from echo_guidance.models.config import ModelConfig, ModelConfigError, config_differences
 from echo_guidance.models.networks import architecture_digest, build_model
+from echo_guidance.resources import file_sha256  # noqa: F401 (re-exported: checkpoints' identity)
 
 CHECKPOINT_FORMAT = 'echo_guidance.checkpoint/1'
 
 
 class CheckpointError(ValueError):
     """A checkpoint that cannot be read or does not match what it is loaded into."""
-
-
-def file_sha256(path):
-    """Hex SHA-256 of a file's bytes."""
-    h = hashlib.sha256()
-    with open(path, 'rb') as f:
-        for block in iter(lambda: f.read(1 << 20), b''):
-            h.update(block)
-    return h.hexdigest()
 
 
 def save_checkpoint(

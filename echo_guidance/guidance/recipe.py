@@ -20,7 +20,6 @@ docs/guidance-models.md lists the figures each round reached and the time it too
 """
 
 import dataclasses
-import hashlib
 import shutil
 from pathlib import Path
 
@@ -186,10 +185,9 @@ def result_models(work_dir, recipe=None):
 
 def write_checksums(folder, names=('coarse.onnx', 'fine.onnx')):
     """Write ``folder/SHA256SUMS`` for ``names`` (``sha256sum`` format); return the path."""
-    lines = []
-    for name in names:
-        digest = hashlib.sha256((Path(folder) / name).read_bytes()).hexdigest()
-        lines.append(f'{digest}  {name}')
+    from echo_guidance.resources import file_sha256
+
+    lines = [f'{file_sha256(Path(folder) / name)}  {name}' for name in names]
     path = Path(folder) / 'SHA256SUMS'
     path.write_text('\n'.join(lines) + '\n')
     return path
