@@ -179,6 +179,161 @@ def test_no_guidance_is_shown_as_such_without_arrows(served, tmp_path):
     assert re.search(r'id="v-x">([^<]*)<', dom).group(1) == '–'
 
 
+# --- honest states (issue 17, part 5) -----------------------------------------------------------
+
+
+def test_instructions_are_the_two_largest_corrections_largest_first():
+    from echo_guidance.guidance.presentation import guidance_graphics, instructions
+
+    # 3 mm along x, rock 10 deg (pitch), 6 mm deeper, 2 mm out of the screen: rock, press, slide x.
+    assert instructions([3, 2, 6, 0, 10, 0]) == ['rock 10°: beam toward image right', 'press 6 mm (+z)']
+    assert instructions([3, 2, 6, 0, 10, 0], limit=6)[2:] == [
+        'slide 3 mm toward image right (+x)',
+        'slide 2 mm out of the screen (+y)',
+    ]
+    # Millimetres and degrees weigh one to one; a tie keeps the order x, y, z, rock, tilt, rotate.
+    assert instructions([-5, 0, 0, 0, 0, 5]) == [
+        'slide 5 mm toward image left (-x)',
+        'rotate 5° clockwise (seen from the handle)',
+    ]
+    assert guidance_graphics([24, 3, -2, 0, 9, 4])['instructions'] == [
+        'slide 24 mm toward image right (+x)',
+        'rock 9°: beam toward image right',
+    ]
+    assert instructions([0.4, 0.2, 0, 0, 0.5, 0]) == []
+
+
+def test_guidance_state_order_and_what_each_state_shows():
+    from echo_guidance.guidance.presentation import guidance_state, guidance_view
+
+    good = _guidance([24, 3, -2, 0, 9, 4])
+    assert guidance_state(None) == 'waiting'
+    assert guidance_state(good) == 'guiding'
+    assert guidance_state({**good, 'plane_reached': True}) == 'plane_reached'
+    assert guidance_state({**good, 'confidence': 0.01}) == 'low_confidence'
+    assert guidance_state({**good, 'confidence': float('nan')}) == 'low_confidence'
+    assert guidance_state({**good, 'confidence': 0.01, 'plane_reached': True}) == 'low_confidence'
+    assert guidance_state({**good, 'valid': False}) == 'no_guidance'
+    assert guidance_state({**good, 'valid': False}, stale=True) == 'stale'
+    assert guidance_state(good, low_confidence_below=0.7) == 'low_confidence'
+    view = guidance_view(good)
+    assert view['numbers'] == 'shown' and view['arrows'] and len(view['instructions']) == 2
+    assert view['instructions_omitted'] == 3  # z, tilt-free rotate and y are smaller
+    low = guidance_view({**good, 'confidence': 0.01})
+    assert low['badge'] == 'LOW CONFIDENCE' and low['numbers'] == 'greyed' and not low['arrows']
+    assert low['instructions'] == [] and 'Confidence 1 % is below 50 %' in low['note']
+    stale = guidance_view(good, stale=True, age_s=2.5)
+    assert stale['numbers'] == 'cleared' and not stale['arrows'] and stale['instructions'] == []
+    assert 'for 2.5 s' in stale['note']
+    assert guidance_view({**good, 'action': [0.2, 0, 0, 0, 0, 0]})['instructions'] == ['hold still']
+
+
+def _dom_field(dom, element_id):
+    return re.search(rf'id="{element_id}"[^>]*>([^<]*)<', dom).group(1)
+
+
+def _dom_class(dom, element_id):
+    return re.search(rf'id="{element_id}" class="([^"]*)"', dom).group(1)
+
+
+def _instructions(dom):
+    listed = re.search(r'<ul id="instructions">(.*?)</ul>', dom, re.S).group(1)
+    return re.findall(r'<li>([^<]*)</li>', listed)
+
+
+def _page(state, server, tmp_path, name, query=''):
+    """Screenshot and DOM of the page in headless Chromium."""
+    url = server.url + '?once=1' + query
+    return screenshot(url, tmp_path / f'{name}.png'), dump_dom(url)
+
+
+@needs_chromium
+def test_page_waiting_for_guidance(served, tmp_path):
+    state, server = served
+    state.update_frame(3, np.full((128, 128), 80, np.uint8))
+    path, dom = _page(state, server, tmp_path, 'waiting')
+    assert _dom_field(dom, 'badge') == 'WAITING' and 'data-state="waiting"' in dom
+    assert _dom_field(dom, 'v-x') == '–' and _dom_field(dom, 'overall') == 'Confidence: –'
+    assert _instructions(dom) == [] and _pixels(path, TRANSLATION_COLOUR)[0].size == 0
+
+
+@needs_chromium
+def test_page_guiding_lists_the_two_largest_corrections_in_order(served, tmp_path):
+    state, server = served
+    state.update_frame(4, np.full((128, 128), 80, np.uint8))
+    state.update_guidance({**_guidance([24, 3, -2, 0, 9, 4], stamp_ns=4), 'confidence': 0.93})
+    path, dom = _page(state, server, tmp_path, 'guiding')
+    assert _dom_field(dom, 'badge') == 'GUIDING' and 'data-state="guiding"' in dom
+    assert _instructions(dom) == ['slide 24 mm toward image right (+x)', 'rock 9°: beam toward image right']
+    assert '3 smaller corrections not listed (see the arrows)' in dom
+    assert _dom_field(dom, 'v-x') == '+24.0' and _dom_class(dom, 'numbers') == 'shown'
+    assert _dom_field(dom, 'overall') == 'Confidence: 93 %'
+    xs, _ = _pixels(path, TRANSLATION_COLOUR)
+    assert xs.size > 200 and xs.mean() > IMAGE_CANVAS_RECT[2] / 2 + 40
+
+
+@needs_chromium
+def test_page_low_confidence_withholds_the_guidance(served, tmp_path):
+    """Issue 17: at 'Confidence: 1 %' over an almost empty image the page said GUIDING, 'slide 24 mm'."""
+    state, server = served
+    frame = np.zeros((128, 128), np.uint8)
+    frame[5:9, 60:68] = 40  # almost empty
+    state.update_frame(6, frame)
+    state.update_guidance({**_guidance([24, 0, 0, 0, 0, 0], stamp_ns=6), 'confidence': 0.01})
+    path, dom = _page(state, server, tmp_path, 'low')
+    assert _dom_field(dom, 'badge') == 'LOW CONFIDENCE' and 'GUIDING' not in dom
+    assert _dom_class(dom, 'badge') == 'low_confidence' and 'data-state="low_confidence"' in dom
+    assert _instructions(dom) == [] and 'slide 24 mm' not in dom
+    assert 'Confidence 1 % is below 50 %: no instructions' in _dom_field(dom, 'status')
+    assert _dom_class(dom, 'numbers') == 'greyed' and _dom_class(dom, 'overall') == 'greyed'
+    assert _dom_field(dom, 'v-x') == '+24.0'  # still there to see, greyed
+    assert _pixels(path, TRANSLATION_COLOUR)[0].size == 0, 'an arrow drawn at 1 % confidence'
+
+
+@needs_chromium
+def test_page_stale_clears_the_old_numbers(tmp_path):
+    """Issue 17: a STALE banner came with the old numbers and 'Confidence: 100 %' still shown."""
+    state = DisplayState(stale_after_s=0.05)
+    server = DisplayServer(state, port=0).start()
+    try:
+        state.update_frame(7, np.full((128, 128), 80, np.uint8))
+        state.update_guidance({**_guidance([24, 0, 0, 0, 9, 0], stamp_ns=7), 'confidence': 1.0})
+        time.sleep(0.1)
+        path, dom = _page(state, server, tmp_path, 'stale')
+    finally:
+        server.stop()
+    assert _dom_field(dom, 'badge') == 'STALE' and 'data-state="stale"' in dom
+    assert _dom_field(dom, 'overall') == 'Confidence: –' and '100 %' not in dom
+    assert all(_dom_field(dom, f'v-{axis}') == '–' for axis in ('x', 'y', 'z', 'roll', 'pitch', 'yaw'))
+    assert _instructions(dom) == [] and 'no longer valid' in _dom_field(dom, 'status')
+    assert _pixels(path, TRANSLATION_COLOUR)[0].size == 0
+
+
+@needs_chromium
+def test_page_goes_stale_by_itself_when_updates_stop(served, tmp_path):
+    """The page's own timer (no event for stale_after_ms) switches to the stale view the server sent."""
+    state, server = served
+    state.update_frame(8, np.full((128, 128), 80, np.uint8))
+    state.update_guidance({**_guidance([24, 0, 0, 0, 9, 0], stamp_ns=8), 'confidence': 1.0})
+    assert state.snapshot()['view']['state'] == 'guiding'  # the server still calls it fresh
+    path, dom = _page(state, server, tmp_path, 'quiet', query='&stale_after_ms=400')
+    assert _dom_field(dom, 'badge') == 'STALE' and _dom_field(dom, 'overall') == 'Confidence: –'
+    assert _dom_field(dom, 'v-x') == '–' and _instructions(dom) == []
+    assert _pixels(path, TRANSLATION_COLOUR)[0].size == 0
+    _, fresh = _page(state, server, tmp_path, 'fresh')  # without the timer: still guiding
+    assert _dom_field(fresh, 'badge') == 'GUIDING'
+
+
+@needs_chromium
+def test_page_plane_reached(served, tmp_path):
+    state, server = served
+    state.update_frame(9, np.full((128, 128), 80, np.uint8))
+    state.update_guidance({**_guidance([0.4, 0, 0, 0, 0.3, 0], stamp_ns=9), 'plane_reached': True})
+    _, dom = _page(state, server, tmp_path, 'reached')
+    assert _dom_field(dom, 'badge') == 'PLANE REACHED' and _instructions(dom) == ['hold still']
+    assert _dom_class(dom, 'numbers') == 'shown'
+
+
 # --- the ROS node ------------------------------------------------------------------------------
 
 

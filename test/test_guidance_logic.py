@@ -336,7 +336,13 @@ def test_overlay_draws_arrows_where_the_guidance_points(tmp_path):
     from echo_guidance.guidance.presentation import TRANSLATION_COLOUR
 
     engine = GuidanceEngine(load_backend(write_graph_model(tmp_path / 'c.onnx', action=[-12, 0, 0, 0, 0, 0])))
-    result = engine.step(np.full((128, 128), 60, np.uint8), None, 0.0)
+    first = engine.step(np.full((128, 128), 60, np.uint8), None, 0.0)
+    assert first.confidence < 0.5  # one frame: no agreement yet, so no arrows (the page's rule)
+    overlay = draw_overlay(np.full((128, 128), 60, np.uint8), first)
+    assert not np.any(np.all(np.abs(overlay.astype(int) - TRANSLATION_COLOUR) < 10, axis=2))
+    for k in range(1, 5):
+        result = engine.step(np.full((128, 128), 60, np.uint8), None, k / 30)
+    assert result.confidence > 0.9
     overlay = draw_overlay(np.full((128, 128), 60, np.uint8), result)
     assert overlay.shape == (384, 384, 3) and overlay.dtype == np.uint8
     green = np.all(np.abs(overlay.astype(int) - TRANSLATION_COLOUR) < 10, axis=2)

@@ -2,12 +2,14 @@
 
 Run it with ``python -m echo_guidance.display.node --ros-args -p port:=8765`` (or ``echo-guidance
 display serve``) and open http://127.0.0.1:8765/. Parameters: ``host`` (default 127.0.0.1: this
-machine only), ``port``, ``guidance_topic``, ``image_topic``, ``stale_after_s``. Each guidance is
+machine only), ``port``, ``guidance_topic``, ``image_topic``, ``stale_after_s``,
+``low_confidence_below`` (below it the page withholds arrows and instructions). Each guidance is
 shown on the frame with the same stamp (the frame it answers). Diagnostics on ``/diagnostics``.
 """
 
 from rclpy.node import Node
 
+from echo_guidance.guidance.presentation import LOW_CONFIDENCE_BELOW
 from echo_guidance.nodes._common import (
     DiagnosticsPublisher,
     ParameterValidationError,
@@ -39,6 +41,14 @@ PARAMETERS = [
         read_only=True,
     ),
     ParamSpec(
+        'low_confidence_below',
+        LOW_CONFIDENCE_BELOW,
+        'Overall confidence below which the page shows LOW CONFIDENCE and withholds arrows and instructions.',
+        min_value=0.0,
+        max_value=1.0,
+        read_only=True,
+    ),
+    ParamSpec(
         'diagnostics_period_s', 1.0, 'Diagnostics period.', min_value=0.1, max_value=60.0, read_only=True
     ),
 ]
@@ -59,7 +69,7 @@ class DisplayNode(Node):
         from echo_guidance.nodes.guidance import GUIDANCE_QOS
 
         p = self.params = declare_parameters(self, PARAMETERS)
-        self.state = DisplayState(stale_after_s=p['stale_after_s'])
+        self.state = DisplayState(p['stale_after_s'], p['low_confidence_below'])
         try:
             self.server = DisplayServer(self.state, p['host'], p['port']).start()
         except OSError as err:

@@ -5,7 +5,11 @@ The page subscribes to ``/events`` (Server-Sent Events; one JSON state per guida
 symbol and the rocking arc over it (primitives computed in Python by
 ``echo_guidance.guidance.presentation.guidance_graphics``), the tilt and rotate dials, the six numbers
 with per-axis confidence bars, the overall confidence, the target plane, "plane reached" and the
-instructions. ``/?once=1`` fetches ``/state.json`` once instead (screenshots, tests).
+instructions. What each state shows (waiting, stale, no guidance, low confidence, plane reached,
+guiding) comes with the state as ``view`` (``echo_guidance.guidance.presentation.guidance_view``); the
+page only draws it, and switches to the state's ``stale_view`` by itself when no event has come for
+1.5 s (``?stale_after_ms=N`` changes that). ``/?once=1`` fetches ``/state.json`` once instead
+(screenshots, tests; with ``stale_after_ms`` the page still goes stale after that long).
 
 Layout: the image canvas is at a fixed place (:data:`IMAGE_CANVAS_RECT`, CSS pixels) so screenshot tests
 can look for the arrows there.
@@ -23,8 +27,9 @@ PAGE = r"""<!DOCTYPE html>
             align-items: center; gap: 24px; }
   #plane { font-size: 34px; font-weight: 700; letter-spacing: 0.5px; }
   #badge { font-size: 22px; font-weight: 700; padding: 6px 16px; border-radius: 8px; background: #444; }
-  #badge.guiding { background: #1f4e8c; } #badge.reached { background: #1e7a34; }
-  #badge.none { background: #8c1f1f; } #badge.stale { background: #6b5b16; }
+  #badge.guiding { background: #1f4e8c; } #badge.plane_reached { background: #1e7a34; }
+  #badge.no_guidance { background: #8c1f1f; } #badge.stale { background: #6b5b16; }
+  #badge.low_confidence { background: #9a5a00; } #badge.waiting { background: #444; }
   #image { position: absolute; left: __LEFT__px; top: __TOP__px; width: __W__px; height: __H__px;
            background: #000; border-radius: 6px; }
   #panel { position: absolute; left: 556px; top: 84px; width: 520px; }
@@ -33,21 +38,26 @@ PAGE = r"""<!DOCTYPE html>
   font-size: 22px; font-weight: 600; } td.bar { width: 260px; }
   .bar-outer { height: 12px; background: #2a2f36; border-radius: 6px; overflow: hidden; }
   .bar-inner { height: 100%; background: #4a90d9; width: 0%; }
-  #overall { margin: 10px 0 6px; font-size: 18px; }
-  #instructions { margin: 8px 0; padding-left: 20px; color: #ffdca0; font-size: 18px; min-height: 84px; }
+  #numbers.greyed td.value, #numbers.greyed td.unit { color: #6c6c6c; }
+  #numbers.greyed .bar-inner { background: #555; }
+  #overall { margin: 10px 0 6px; font-size: 18px; } #overall.greyed { color: #e0a040; }
+  #instructions { margin: 8px 0; padding-left: 20px; color: #ffdca0; font-size: 20px; min-height: 56px; }
+  #more { color: #888; font-size: 13px; min-height: 18px; }
   #dials { display: flex; gap: 24px; margin-top: 6px; }
   .dial { text-align: center; color: #aaa; font-size: 13px; }
   .dial canvas { width: 150px; height: 150px; background: #1b1f24; border-radius: 6px; display: block; }
   #status { margin-top: 10px; color: #ff8080; min-height: 22px; }
+  #status.low_confidence, #status.stale { color: #e0a040; }
   #meta { margin-top: 6px; color: #777; font-size: 12px; }
 </style></head>
 <body>
-<div id="header"><div id="plane">Target: –</div><div id="badge" class="none">WAITING</div></div>
+<div id="header"><div id="plane">Target: –</div><div id="badge" class="waiting">WAITING</div></div>
 <canvas id="image" width="__W__" height="__H__"></canvas>
 <div id="panel">
   <table id="numbers"></table>
   <div id="overall">Confidence: –</div>
   <ul id="instructions"></ul>
+  <div id="more"></div>
   <div id="dials">
     <div class="dial"><canvas id="tilt" width="150" height="150"></canvas>tilt (side view, +y right)</div>
     <div class="dial"><canvas id="rotate" width="150" height="150"></canvas>rotate (seen from handle)</div>
@@ -114,15 +124,17 @@ function drawImageCanvas(state) {
   if (state.image && picture.complete && picture.naturalWidth) {
     ctx.imageSmoothingEnabled = true; ctx.drawImage(picture, x0, y0, w, h);
   }
-  const g = state.guidance;
-  if (g && g.valid && g.graphics && !g.stale) drawPrimitives(ctx, g.graphics.image, x0, y0, w, h);
-  if (!g || !g.valid || g.stale) {
-    ctx.fillStyle = "rgba(140, 31, 31, 0.85)"; ctx.fillRect(x0, y0 + h / 2 - 30, w, 60);
+  const g = state.guidance, view = state.view;
+  if (view.arrows && g && g.graphics) drawPrimitives(ctx, g.graphics.image, x0, y0, w, h);
+  if (view.banner) {
+    ctx.fillStyle = BANNER_COLOURS[view.state] || "rgba(140, 31, 31, 0.85)";
+    ctx.fillRect(x0, y0 + h / 2 - 30, w, 60);
     ctx.fillStyle = "#fff"; ctx.font = "bold 28px system-ui, sans-serif"; ctx.textAlign = "center";
-    const banner = !g ? "WAITING FOR GUIDANCE" : (g.stale ? "GUIDANCE STALE" : "NO GUIDANCE");
-    ctx.fillText(banner, x0 + w / 2, y0 + h / 2 + 10);
+    ctx.fillText(view.banner, x0 + w / 2, y0 + h / 2 + 10);
   }
 }
+const BANNER_COLOURS = {stale: "rgba(107, 91, 22, 0.9)", low_confidence: "rgba(154, 90, 0, 0.9)",
+                        no_guidance: "rgba(140, 31, 31, 0.85)", waiting: "rgba(68, 68, 68, 0.85)"};
 function drawDial(id, prims) {
   const canvas = document.getElementById(id), ctx = canvas.getContext("2d");
   ctx.clearRect(0, 0, canvas.width, canvas.height);
@@ -130,33 +142,34 @@ function drawDial(id, prims) {
 }
 function render(state) {
   lastState = state; lastEvent = Date.now();
-  const g = state.guidance;
+  const g = state.guidance, view = state.view;
   document.getElementById("plane").textContent = "Target: " + (g ? g.target_plane : "–");
   const badge = document.getElementById("badge");
-  if (!g) { badge.className = "none"; badge.textContent = "WAITING"; }
-  else if (g.stale) { badge.className = "stale"; badge.textContent = "STALE"; }
-  else if (!g.valid) { badge.className = "none"; badge.textContent = "NO GUIDANCE"; }
-  else if (g.plane_reached) { badge.className = "reached"; badge.textContent = "PLANE REACHED"; }
-  else { badge.className = "guiding"; badge.textContent = "GUIDING"; }
+  badge.className = view.state; badge.textContent = view.badge;
+  const numbers = g && view.numbers !== "cleared";
+  table.className = view.numbers;
   AXES.forEach(([name], i) => {
-    const ok = g && g.valid;
-    const value = ok ? (g.action[i] >= 0 ? "+" : "") + g.action[i].toFixed(1) : "–";
+    const value = numbers ? (g.action[i] >= 0 ? "+" : "") + g.action[i].toFixed(1) : "–";
     document.getElementById("v-" + name).textContent = value;
-    const bar = ok ? (100 * g.axis_confidence[i]).toFixed(0) + "%" : "0%";
+    const bar = numbers ? (100 * g.axis_confidence[i]).toFixed(0) + "%" : "0%";
     document.getElementById("c-" + name).style.width = bar;
   });
-  const overall = g && g.valid ? (100 * g.confidence).toFixed(0) + " %" : "–";
-  document.getElementById("overall").textContent = "Confidence: " + overall;
+  const overall = document.getElementById("overall");
+  overall.textContent = "Confidence: " + (numbers ? (100 * g.confidence).toFixed(0) + " %" : "–");
+  overall.className = view.numbers;
   const list = document.getElementById("instructions");
   list.innerHTML = "";
-  const graphics = g && g.valid ? g.graphics : null;
-  const lines = graphics ? (graphics.instructions.length ? graphics.instructions : ["hold still"]) : [];
-  for (const line of lines) {
+  for (const line of view.instructions) {
     const li = document.createElement("li"); li.textContent = line; list.appendChild(li);
   }
+  const more = view.instructions_omitted;
+  document.getElementById("more").textContent =
+    more ? `${more} smaller correction${more > 1 ? "s" : ""} not listed (see the arrows)` : "";
+  const graphics = view.arrows && g ? g.graphics : null;
   drawDial("tilt", graphics ? graphics.tilt : null);
   drawDial("rotate", graphics ? graphics.rotate : null);
-  document.getElementById("status").textContent = g && !g.valid ? "No guidance: " + g.status : "";
+  const status = document.getElementById("status");
+  status.textContent = view.note; status.className = view.state;
   const pairing = state.image && state.image.matched ? "matched" : "nearest";
   const meta = g ? `${g.model_id} · frame ${pairing} · update ${state.seq}` : "";
   document.getElementById("meta").textContent = meta;
@@ -165,13 +178,19 @@ function render(state) {
     if (picture.src !== state.image.src) picture.src = state.image.src; else drawImageCanvas(state);
   } else drawImageCanvas(state);
   document.body.dataset.seq = state.seq;
+  document.body.dataset.state = view.state;
 }
-const once = new URLSearchParams(location.search).has("once");
-if (!once) setInterval(() => {
-  if (lastState && lastState.guidance && Date.now() - lastEvent > 1500 && !lastState.guidance.stale) {
-    lastState.guidance.stale = true; render(lastState); lastEvent = 0;
+const params = new URLSearchParams(location.search);
+const once = params.has("once");
+// No event for stale_after_ms (default 1.5 s; server or network gone): show the stale view the server
+// sent with the state. With ?once=1 only when stale_after_ms is given (a test of this path).
+const quietMs = Number(params.get("stale_after_ms") || 1500);
+if (!once || params.has("stale_after_ms")) setInterval(() => {
+  const quiet = Date.now() - lastEvent > quietMs;
+  if (lastState && lastState.stale_view && quiet && lastState.view.state !== "stale") {
+    lastState.view = lastState.stale_view; render(lastState); lastEvent = 0;
   }
-}, 500);
+}, Math.min(500, quietMs / 2));
 if (once) {
   fetch("/state.json").then(r => r.json()).then(render);
 } else {

@@ -2,8 +2,11 @@
 
 :class:`DisplayState` holds the newest guidance and the recent frames, pairs each guidance with the
 frame it answers (same stamp), and builds the JSON the page draws: the frame as a JPEG data URL, the
-numbers, confidences, target plane, "plane reached", and the arrows from
-:func:`echo_guidance.guidance.presentation.guidance_graphics`. Readers wait for the next change with
+numbers, confidences, target plane, "plane reached", the arrows from
+:func:`echo_guidance.guidance.presentation.guidance_graphics`, and ``view``: what the page shows in
+the current state (waiting, stale, no guidance, low confidence, plane reached, guiding), decided by
+:func:`echo_guidance.guidance.presentation.guidance_view`; ``stale_view`` is the view the page
+switches to by itself when the event stream goes quiet. Readers wait for the next change with
 :meth:`DisplayState.wait_for_change` (the server's Server-Sent Events stream does).
 """
 
@@ -14,7 +17,7 @@ import time
 
 import numpy as np
 
-from echo_guidance.guidance.presentation import guidance_graphics
+from echo_guidance.guidance.presentation import LOW_CONFIDENCE_BELOW, guidance_graphics, guidance_view
 
 GUIDANCE_FIELDS = (
     'target_plane',
@@ -51,9 +54,10 @@ def encode_jpeg(frame, quality=85, max_side=640):
 class DisplayState:
     """The newest guidance and recent frames; every update bumps ``seq`` and wakes the waiting readers."""
 
-    def __init__(self, stale_after_s=1.0):
-        """Start empty; guidance older than ``stale_after_s`` is shown as stale."""
+    def __init__(self, stale_after_s=1.0, low_confidence_below=LOW_CONFIDENCE_BELOW):
+        """Start empty; guidance older than ``stale_after_s`` is stale, below the confidence it is low."""
         self.stale_after_s = float(stale_after_s)
+        self.low_confidence_below = float(low_confidence_below)
         self._lock = threading.Condition()
         self._frames = collections.OrderedDict()  # stamp_ns -> uint8 frame
         self._guidance = None
@@ -136,13 +140,18 @@ class DisplayState:
                 'matched': bool(matched),
             }
         state = {'seq': seq, 'server_time': time.time(), 'image': image, 'guidance': None}
+        stale = False
         if guidance is not None:
             age = time.time() - wall
             aspect = image['width'] / image['height'] if image else 1.0
+            stale = age > self.stale_after_s
             guidance['age_s'] = age
-            guidance['stale'] = age > self.stale_after_s
+            guidance['stale'] = stale
             guidance['graphics'] = (
                 guidance_graphics(guidance['action'], aspect) if guidance['valid'] else None
             )
             state['guidance'] = guidance
+        age_s = guidance['age_s'] if guidance else None
+        state['view'] = guidance_view(guidance, stale, self.low_confidence_below, age_s)
+        state['stale_view'] = guidance_view(guidance, True, self.low_confidence_below) if guidance else None
         return state

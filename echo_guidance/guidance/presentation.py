@@ -20,6 +20,17 @@ array axis is e = R·x̂. Three views show the rotation without Euler-angle puzz
 For small angles these are pitch, −roll and yaw of the action. Translation: an arrow in the image
 plane from the image centre along (x, z), and a ⊙ (toward +y, out of the screen) or ⊗ (−y, into the
 screen) for the out-of-plane part.
+
+What is said, and how firmly, is decided here too (the page and the overlay only draw it):
+
+* **Instructions**: at most :data:`MAX_INSTRUCTIONS`, the largest corrections first. The six
+  corrections are the translations x, y, z (mm) and the rotation views rock, tilt, rotate (degrees);
+  sizes are compared one millimetre to one degree, the ratio of the closed-loop success window
+  (5 mm and 5°) and of the dead bands (1 mm, 1°). Ties keep the order x, y, z, rock, tilt, rotate.
+* **States** (:func:`guidance_state`): ``waiting`` (no guidance yet), ``stale`` (no update for a
+  while), ``no_guidance`` (the node said why), ``low_confidence`` (overall confidence below
+  :data:`LOW_CONFIDENCE_BELOW`: no arrows, no instructions, the numbers greyed), ``plane_reached``,
+  ``guiding``. :func:`guidance_view` says for each what the page shows.
 """
 
 import math
@@ -41,6 +52,23 @@ DEADBAND_DEG = 1.0
 """Rotations below this are shown as "hold" (no arc)."""
 FULL_SCALE_MM = 30.0
 """In-plane translation at which the arrow reaches its full length."""
+MAX_INSTRUCTIONS = 2
+"""Instructions shown at once: the largest corrections (more at once are not followed, issue 17)."""
+MM_PER_DEG = 1.0
+"""Ranking weight: one degree of rotation counts as much as this many millimetres of translation."""
+LOW_CONFIDENCE_BELOW = 0.5
+"""Overall confidence below which guidance is withheld (arm control's ``limits.min_confidence``; below
+0.5 the measured errors are about twice as large, docs/guidance.md section 3)."""
+
+STATE_BADGES = {
+    'waiting': 'WAITING',
+    'stale': 'STALE',
+    'no_guidance': 'NO GUIDANCE',
+    'low_confidence': 'LOW CONFIDENCE',
+    'plane_reached': 'PLANE REACHED',
+    'guiding': 'GUIDING',
+}
+"""The page's badge for each state of :func:`guidance_state`."""
 
 
 def _hex(rgb):
@@ -57,31 +85,111 @@ def rotation_views(action):
     return rock, tilt, rotate
 
 
-def instructions(action):
-    """Short instructions, one per motion that exceeds the dead band (empty list: hold still)."""
+def corrections(action):
+    """Every motion beyond its dead band as (size, instruction), in the order x, y, z, rock, tilt, rotate.
+
+    ``size`` is millimetres for translations and degrees × :data:`MM_PER_DEG` for rotations, so that
+    sizes compare (see the module docstring).
+    """
     x, y, z = (float(v) for v in np.asarray(action, dtype=float)[:3])
     rock, tilt, rotate = rotation_views(action)
-    lines = []
-    if abs(x) >= DEADBAND_MM:
-        lines.append(
-            f'slide {abs(x):.0f} mm toward image {"right" if x > 0 else "left"} ({"+" if x > 0 else "-"}x)'
+
+    def sign(v):
+        return '+' if v > 0 else '-'
+
+    def side(v, positive, negative):
+        return positive if v > 0 else negative
+
+    mm, deg = (DEADBAND_MM, 1.0), (DEADBAND_DEG, MM_PER_DEG)  # (dead band, ranking weight)
+    candidates = [
+        (x, mm, f'slide {abs(x):.0f} mm toward image {side(x, "right", "left")} ({sign(x)}x)'),
+        (y, mm, f'slide {abs(y):.0f} mm {side(y, "out of", "into")} the screen ({sign(y)}y)'),
+        (z, mm, f'{side(z, "press", "ease off")} {abs(z):.0f} mm ({sign(z)}z)'),
+        (rock, deg, f'rock {abs(rock):.0f}°: beam toward image {side(rock, "right", "left")}'),
+        (tilt, deg, f'tilt {abs(tilt):.0f}°: beam {side(tilt, "out of", "into")} the screen'),
+        (
+            rotate,
+            deg,
+            f'rotate {abs(rotate):.0f}° {side(rotate, "clockwise", "counter-clockwise")} '
+            '(seen from the handle)',
+        ),
+    ]
+    return [(abs(v) * weight, text) for v, (deadband, weight), text in candidates if abs(v) >= deadband]
+
+
+def ranked_corrections(action):
+    """The instructions of :func:`corrections`, largest first (a stable sort: ties keep x, y, z, ...)."""
+    return [text for _, text in sorted(corrections(action), key=lambda item: -item[0])]
+
+
+def instructions(action, limit=MAX_INSTRUCTIONS):
+    """The ``limit`` largest corrections as short instructions, largest first (empty list: hold still)."""
+    return ranked_corrections(action)[: max(int(limit), 0)]
+
+
+def guidance_state(guidance, stale=False, low_confidence_below=LOW_CONFIDENCE_BELOW):
+    """The display state of a guidance dict (``valid``, ``confidence``, ``plane_reached``), see STATE_BADGES.
+
+    In order: ``waiting`` (None), ``stale``, ``no_guidance`` (not valid), ``low_confidence``
+    (confidence below ``low_confidence_below``, or not a number), ``plane_reached``, ``guiding``.
+    """
+    if guidance is None:
+        return 'waiting'
+    if stale:
+        return 'stale'
+    if not guidance.get('valid'):
+        return 'no_guidance'
+    confidence = guidance.get('confidence')
+    if confidence is None or not float(confidence) >= float(low_confidence_below):
+        return 'low_confidence'
+    if guidance.get('plane_reached'):
+        return 'plane_reached'
+    return 'guiding'
+
+
+def guidance_view(guidance, stale=False, low_confidence_below=LOW_CONFIDENCE_BELOW, age_s=None):
+    """What the page shows for a guidance dict: the rule of every state, in one place.
+
+    Returns a dict: ``state``, ``badge``, ``numbers`` (``'shown'``, ``'greyed'`` or ``'cleared'``: the
+    six values, their bars and the overall confidence), ``arrows`` (draw the arrows and dials),
+    ``instructions`` (list of str, at most :data:`MAX_INSTRUCTIONS`, largest first),
+    ``instructions_omitted`` (smaller corrections not listed), ``banner`` (text over the image, or
+    ''), ``note`` (a line under the numbers, or '').
+    """
+    state = guidance_state(guidance, stale, low_confidence_below)
+    view = {
+        'state': state,
+        'badge': STATE_BADGES[state],
+        'numbers': 'cleared',
+        'arrows': False,
+        'instructions': [],
+        'instructions_omitted': 0,
+        'banner': '',
+        'note': '',
+    }
+    if state == 'waiting':
+        view['banner'] = 'WAITING FOR GUIDANCE'
+    elif state == 'stale':
+        view['banner'] = 'GUIDANCE STALE'
+        age = '' if age_s is None else f' for {age_s:.1f} s'
+        view['note'] = f'No guidance update{age}: the last numbers are no longer valid and are not shown.'
+    elif state == 'no_guidance':
+        view['banner'] = 'NO GUIDANCE'
+        view['note'] = f'No guidance: {guidance.get("status") or "no reason given"}'
+    elif state == 'low_confidence':
+        view['numbers'] = 'greyed'
+        view['banner'] = 'LOW CONFIDENCE'
+        view['note'] = (
+            f'Confidence {100 * float(guidance.get("confidence") or 0.0):.0f} % is below '
+            f'{100 * float(low_confidence_below):.0f} %: no instructions. Hold still or find a clearer view.'
         )
-    if abs(y) >= DEADBAND_MM:
-        lines.append(
-            f'slide {abs(y):.0f} mm {"out of" if y > 0 else "into"} the screen ({"+" if y > 0 else "-"}y)'
-        )
-    if abs(z) >= DEADBAND_MM:
-        lines.append(f'{"press" if z > 0 else "ease off"} {abs(z):.0f} mm ({"+" if z > 0 else "-"}z)')
-    if abs(rock) >= DEADBAND_DEG:
-        lines.append(f'rock {abs(rock):.0f}°: beam toward image {"right" if rock > 0 else "left"}')
-    if abs(tilt) >= DEADBAND_DEG:
-        lines.append(f'tilt {abs(tilt):.0f}°: beam {"out of" if tilt > 0 else "into"} the screen')
-    if abs(rotate) >= DEADBAND_DEG:
-        lines.append(
-            f'rotate {abs(rotate):.0f}° {"clockwise" if rotate > 0 else "counter-clockwise"} '
-            f'(seen from the handle)'
-        )
-    return lines
+    else:
+        ranked = ranked_corrections(guidance['action'])
+        view['numbers'] = 'shown'
+        view['arrows'] = True
+        view['instructions'] = ranked[:MAX_INSTRUCTIONS] or ['hold still']
+        view['instructions_omitted'] = max(len(ranked) - MAX_INSTRUCTIONS, 0)
+    return view
 
 
 def _arc(centre, radius, start_deg, end_deg, colour, width, aspect=1.0):
@@ -286,6 +394,13 @@ def draw_overlay(frame, result, min_side=384):
         text(0, f'{result.plane}: NO GUIDANCE', (255, 80, 80))
         text(1, (result.status or '')[:70], (255, 80, 80))
         return canvas
+    state = guidance_state(
+        {'valid': True, 'confidence': result.confidence, 'plane_reached': result.plane_reached}
+    )
+    if state == 'low_confidence':  # the same rule as the page: no arrows, no instructions
+        text(0, f'{result.plane}: LOW CONFIDENCE {100 * result.confidence:.0f} %', (255, 190, 60))
+        text(1, 'no instructions: hold still or find a clearer view', (255, 190, 60))
+        return canvas
     graphics = guidance_graphics(result.action, canvas.shape[1] / canvas.shape[0])
     draw_primitives(canvas, graphics['image'])
     a = result.action
@@ -296,6 +411,6 @@ def draw_overlay(frame, result, min_side=384):
     )
     text(1, f'x {a[0]:+.1f} y {a[1]:+.1f} z {a[2]:+.1f} mm')
     text(2, f'roll {a[3]:+.1f} pitch {a[4]:+.1f} yaw {a[5]:+.1f} deg')
-    for i, line in enumerate(graphics['instructions'][:4]):
+    for i, line in enumerate(graphics['instructions']):
         text(3 + i, line.replace('°', ' deg'), (255, 220, 160))
     return canvas
