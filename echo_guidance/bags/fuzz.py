@@ -299,6 +299,8 @@ def run_case(original, kind, index, seed, work):
         case['repaired_check_status'] = check_status
         if tb:
             case['tracebacks']['check_repaired'] = tb
+        elif check_status != 0 and _nothing_to_check(out):
+            case['repaired_empty'] = True  # no session info or no frame survived: nothing to check
         elif check_status != 0:
             case['repaired_check_output'] = (out + err).strip()[-600:]
     case['intact'] = len(intact_keys)
@@ -311,6 +313,13 @@ def run_case(original, kind, index, seed, work):
     ][:_KEEP_EXAMPLES]
     shutil.rmtree(bag.parent, ignore_errors=True)
     return case
+
+
+def _nothing_to_check(check_output):
+    """Whether ``bag check`` failed only because no session info, message or frame survived."""
+    problems = [line for line in check_output.splitlines() if line.startswith('PROBLEM: ')]
+    empty = ('PROBLEM: EmptyBagError', 'PROBLEM: no frames on', 'PROBLEM: no probe poses on')
+    return bool(problems) and all(line.startswith(empty) for line in problems)
 
 
 def _cases(kinds, corruptions):
@@ -432,7 +441,8 @@ def _aggregate(rows):
         'altered_messages_kept': sum(r['altered_kept'] for r in rows),
         'synced_poses_added': sum(r['synced_added'] for r in rows),
         'repaired_check_ok': sum(r.get('repaired_check_status') == 0 for r in rows),
-        'repaired_check_failed': sum(r.get('repaired_check_status') not in (None, 0) for r in rows),
+        'repaired_empty': sum(bool(r.get('repaired_empty')) for r in rows),
+        'repaired_check_failed': sum(bool(r.get('repaired_check_output')) for r in rows),
         'repaired_unreadable': sum(bool(r.get('repaired_unreadable')) for r in rows),
     }
 
@@ -459,8 +469,8 @@ def markdown(report, command):
         '',
         '| kind | cases | tracebacks | info "complete" on changed | check OK on changed '
         '| dataset from changed | intact messages kept | intact after damage kept | altered kept '
-        '| synced added | repaired pass check |',
-        '|---|---|---|---|---|---|---|---|---|---|---|',
+        '| synced added | repaired pass check | repaired without session or frames |',
+        '|---|---|---|---|---|---|---|---|---|---|---|---|',
     ]
     for name, t in list(report['kinds'].items()) + [('all MCAP kinds', report['total'])]:
         lines.append(
@@ -469,7 +479,8 @@ def markdown(report, command):
             f'{t["intact_kept"]}/{t["intact_messages"]} | '
             f'{t["intact_after_damage_kept"]}/{t["intact_after_damage"]} | '
             f'{t["altered_messages_kept"]} | {t["synced_poses_added"]} | '
-            f'{t["repaired_check_ok"]}/{t["repaired_check_ok"] + t["repaired_check_failed"]} |'
+            f'{t["repaired_check_ok"]}/{t["repaired_check_ok"] + t["repaired_check_failed"]} | '
+            f'{t["repaired_empty"]} |'
         )
     lines.append('')
     lines.append('PASSED' if passed(report) else 'FAILED')

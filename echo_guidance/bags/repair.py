@@ -162,9 +162,7 @@ def _pose_problem(pose):
     p, q = pose.position, pose.orientation
     if not _finite(p.x, p.y, p.z) or max(abs(p.x), abs(p.y), abs(p.z)) > _MAX_POSITION_M:
         return f'position ({p.x}, {p.y}, {p.z}) m is not plausible'
-    if not _finite(q.x, q.y, q.z, q.w) or abs(math.sqrt(q.x**2 + q.y**2 + q.z**2 + q.w**2) - 1) > (
-        _QUATERNION_TOLERANCE
-    ):
+    if not _finite(q.x, q.y, q.z, q.w) or abs(math.hypot(q.x, q.y, q.z, q.w) - 1) > _QUATERNION_TOLERANCE:
         return f'orientation ({q.x}, {q.y}, {q.z}, {q.w}) is not a unit quaternion'
     return ''
 
@@ -437,16 +435,16 @@ class _Salvage:
         kept (the recording itself went back, which ``bag check`` reports).
         """
         topics = self.topics()
+        by_topic = np.array(topics, dtype=object)
+        stamps = np.frombuffer(self.stamp, dtype=np.int64) if len(self.stamp) else np.zeros(0, np.int64)
         drop = {}
         for topic in (schema.TOPIC_IMAGE, schema.TOPIC_PROBE_POSE, schema.TOPIC_SYNCED_POSE):
-            indices = [i for i, t in enumerate(topics) if t == topic]
-            if len(indices) < 2:
-                continue
-            offsets = {i: self.log_time[i] - self.stamp[i] for i in indices}
-            median = sorted(offsets.values())[len(indices) // 2]
-            deviation = {i: abs(offsets[i] - median) for i in indices}
+            indices = np.flatnonzero(by_topic == topic)
+            if len(indices) < 2 or np.all(np.diff(stamps[indices]) > 0):
+                continue  # the normal case: nothing goes back
+            deviation = self._offset_deviation(topics, topic)
             kept = []
-            for i in indices:
+            for i in deviation:
                 while kept and self.stamp[kept[-1]] >= self.stamp[i] and deviation[kept[-1]] > deviation[i]:
                     drop[kept.pop()] = f'stamp of this {topic} message goes back (damaged)'
                 if kept and self.stamp[kept[-1]] >= self.stamp[i] and deviation[i] > deviation[kept[-1]]:
@@ -484,24 +482,41 @@ class _Salvage:
             )
         return by_topic
 
-    def drop_misstamped_synced_poses(self):
-        """Drop synced poses whose stamp matches no frame but that follow a frame left without one.
+    def _offset_deviation(self, topics, topic):
+        """Map index -> |(log time - stamp) - the topic's median| for the kept messages of ``topic``."""
+        offsets = {i: self.log_time[i] - self.stamp[i] for i, t in enumerate(topics) if t == topic}
+        if not offsets:
+            return {}
+        median = sorted(offsets.values())[len(offsets) // 2]
+        return {i: abs(offset - median) for i, offset in offsets.items()}
 
-        The writer gives a synced pose its frame's stamp; one that comes after a frame (before the next
-        frame) which has no synced pose, and matches no frame itself, is that frame's with a damaged stamp.
+    def drop_misstamped_pairs(self):
+        """Resolve a frame without synced pose followed by a synced pose that matches no frame.
+
+        The writer gives a synced pose its frame's stamp, so one of the two stamps was damaged: the
+        message whose log time is farther from its stamp than is usual on its topic is dropped (neither
+        when they are as far). Only where no damaged region lies between them (else the synced pose's
+        frame may be among the lost records).
         """
         topics = self.topics()
         frames = {s for s, t in zip(self.stamp, topics) if t == schema.TOPIC_IMAGE}
         synced = {s for s, t in zip(self.stamp, topics) if t == schema.TOPIC_SYNCED_POSE}
+        frame_deviation = synced_deviation = None
         damage = sorted(start for start, _, _ in self.regions) + [2**64]
         drop, waiting = {}, None
         for i, (stamp, topic) in enumerate(zip(self.stamp, topics)):
             if topic == schema.TOPIC_IMAGE:
-                waiting = None if stamp in synced else (stamp, self.offsets[i])
+                waiting = None if stamp in synced else i
             elif topic == schema.TOPIC_SYNCED_POSE and stamp not in frames and waiting is not None:
-                # Only when nothing was lost in between (else its frame may be among the lost records).
-                if damage[bisect.bisect_left(damage, waiting[1])] > self.offsets[i]:
-                    drop[i] = f'stamp {stamp} matches no frame; it follows frame {waiting[0]}: damaged'
+                if damage[bisect.bisect_left(damage, self.offsets[waiting])] > self.offsets[i]:
+                    if frame_deviation is None:
+                        frame_deviation = self._offset_deviation(topics, schema.TOPIC_IMAGE)
+                        synced_deviation = self._offset_deviation(topics, schema.TOPIC_SYNCED_POSE)
+                    pair = f'frame stamp {self.stamp[waiting]}, its synced pose stamp {stamp}'
+                    if synced_deviation[i] > frame_deviation[waiting]:
+                        drop[i] = f'synced pose stamp damaged ({pair})'
+                    elif frame_deviation[waiting] > synced_deviation[i]:
+                        drop[waiting] = f'frame stamp damaged ({pair})'
                 waiting = None
         self._remove(drop)
 
@@ -514,8 +529,8 @@ class _Salvage:
         topics = self.topics()
         log = self.log_time
         synced = {s for s, t in zip(self.stamp, topics) if t == schema.TOPIC_SYNCED_POSE}
-        poses = [s for s, t in zip(self.stamp, topics) if t == schema.TOPIC_PROBE_POSE]
-        poses = np.sort(np.array(poses, np.int64))
+        stamps = np.frombuffer(self.stamp, dtype=np.int64) if len(self.stamp) else np.zeros(0, np.int64)
+        poses = np.sort(stamps[np.array(topics, dtype=object) == schema.TOPIC_PROBE_POSE])
         taken, out = set(), []
         for i, (stamp, topic) in enumerate(zip(self.stamp, topics)):
             if topic != schema.TOPIC_IMAGE or stamp in synced:
@@ -758,7 +773,7 @@ def repair_bag(path, out=None):
         version = _schema_version(salvage, yaml_metadata, bag_dir)
         intact = not found.problem and not salvage.regions and not salvage.dropped
         if not intact:
-            salvage.drop_misstamped_synced_poses()
+            salvage.drop_misstamped_pairs()
         counts = salvage.counts()
         resumed = not intact or state == schema.STATE_REPAIRED
         added = salvage.unsynced_frames() if resumed else []
