@@ -221,6 +221,7 @@ def main():
         data_files=[
             *tree_data_files(HERE / 'launch', f'share/{PACKAGE}/launch'),
             *tree_data_files(HERE / 'config', f'share/{PACKAGE}/config'),
+            *tree_data_files(HERE / 'models', f'share/{PACKAGE}/models'),
         ],
         install_requires=[
             'numpy',

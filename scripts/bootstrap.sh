@@ -122,7 +122,7 @@ install_package() {
     local inputs
     # Includes the requirements stamp: new ROS wheels mean a rebuild of the interfaces against them.
     inputs="$(hash_inputs setup.py pyproject.toml CMakeLists.txt cmake package.xml msg srv echo_guidance \
-        launch config)+$(cat "$stamp_dir/requirements")"
+        launch config models)+$(cat "$stamp_dir/requirements")"
     if step_is_current package "$inputs" && [[ -x "$venv/bin/echo-guidance" ]]; then
         log "package unchanged: skipped"
         return

@@ -49,7 +49,15 @@ def register_bench(subparsers):
         default='test_pattern',
         help='frame source (sim also starts the scripted arm)',
     )
-    parser.add_argument('--model', default=None, help='ONNX model (default: random-weight --config network)')
+    parser.add_argument(
+        '--model',
+        default=None,
+        help='ONNX model, or "default" for the default coarse + fine models (the full guidance stack); '
+        'without it, a random-weight --config network',
+    )
+    parser.add_argument(
+        '--fine-model', default='', help='fine model with --model FILE (coarse-to-fine guidance)'
+    )
     parser.add_argument(
         '--config',
         default='config/train/cpu_dreamer.yaml',
@@ -220,8 +228,16 @@ def _prepare_model(args, work_dir, log):
         random_checkpoint,
     )
 
+    if args.model == 'default':
+        from echo_guidance.guidance.default_models import default_model_paths
+
+        for path in default_model_paths():
+            log(f'model: {describe_file(path)}')
+        return 'default'
     if args.model:
         log(f'model: {describe_file(args.model)}')
+        if args.fine_model:
+            log(f'fine model: {describe_file(args.fine_model)}')
         return Path(args.model).resolve()
     config = model_config_from(args.config, args.size)
     onnx_path = export_checkpoint(random_checkpoint(config, work_dir), work_dir)
@@ -265,7 +281,7 @@ def run(args):
     )
     try:
         model = _prepare_model(args, out_dir / 'models', log)
-    except (ValueError, OSError) as err:
+    except (ValueError, OSError, RuntimeError) as err:
         print(f'bench live: cannot prepare the model: {err}', file=sys.stderr)
         return 2
     nodes = []
@@ -287,6 +303,8 @@ def run(args):
         }
     nodes.append(NodeSpec('capture', 'capture', (), capture))
     guidance_params = {'model_path': str(model), 'backend': args.backend, 'threads': args.threads}
+    if args.fine_model:
+        guidance_params['fine_model_path'] = str(Path(args.fine_model).resolve())
     if args.no_overlay:
         guidance_params['overlay.enabled'] = False
     nodes.append(NodeSpec('guidance', 'guidance', ('guidance.yaml',), guidance_params))

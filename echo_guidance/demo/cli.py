@@ -1,9 +1,10 @@
 """`echo-guidance demo`: autonomous scanning on the built-in simulated patient, end to end.
 
-With a trained model (prepared once by the project's own pipeline when the default one is missing),
-it starts the autonomous graph on virtual patient 0 (kinematic simulated arm under arm control,
-capture rendering the patient at the arm's pose, scripted pedal pressing the deadman, guidance,
-the sonographer's page, the recorder), stops once the controller reports the plane reached and
+With the default guidance models of the repository (models/guidance/: a coarse and a fine model with
+the stop judgement, trained once by the project's own pipeline; ``--retrain`` reproduces them), it
+starts the autonomous graph on virtual patient 0 (or ``--patient N``; kinematic simulated arm under
+arm control, capture rendering the patient at the arm's pose, scripted pedal pressing the deadman,
+guidance, the sonographer's page, the recorder), stops once the controller reports the plane reached and
 held, reads the recorded bags back with an independent reader, and prints what happened against
 the simulator's ground truth, with a plot.
 
@@ -18,7 +19,8 @@ import sys
 import time
 from pathlib import Path
 
-DEFAULT_MODEL = Path('out/demo/model/demo_dreamer.onnx')
+DEFAULT_MODEL = 'default'
+RETRAIN_DIR = Path('out/default_models')
 PROFILE = 'demo_sim'
 DEFAULT_DURATION_S = 45.0
 HOLD_S = 1.0
@@ -33,8 +35,28 @@ def register(subparsers):
     )
     parser.add_argument(
         '--model',
-        default=None,
-        help=f'exported ONNX model (echo-guidance export); default {DEFAULT_MODEL}, trained once if missing',
+        default=DEFAULT_MODEL,
+        help='exported ONNX model (echo-guidance export) of the guidance node; default: the default '
+        'coarse and fine models (models/guidance/)',
+    )
+    parser.add_argument(
+        '--fine-model',
+        default='',
+        help='fine model for coarse-to-fine guidance with --model FILE (default: none; with the default '
+        'models, the default fine model)',
+    )
+    parser.add_argument(
+        '--patient',
+        type=int,
+        default=0,
+        help="virtual patient seed (default 0, held out of the default models' training; the test split "
+        'starts 2, 14, 16, ...)',
+    )
+    parser.add_argument(
+        '--retrain',
+        action='store_true',
+        help=f'first reproduce the default models with the pipeline in {RETRAIN_DIR} (echo-guidance '
+        'guidance train-default: hours on a 2-core CPU; finished steps are kept) and run with them',
     )
     parser.add_argument(
         '--plane', default='PLAX', help='target plane: PLAX, PSAX-AV or PSAX-MV (default PLAX)'
@@ -62,32 +84,62 @@ def _fail(text):
     return 2
 
 
-def _profile_seed(profile):
-    """The virtual patient seed the profile's arm and capture both use.
+def _profile_seed(profile, values):
+    """The virtual patient seed the profile's arm and capture both use (placeholders filled from ``values``).
 
     Raises:
-        ValueError: the two nodes render / start on different patients.
+        ValueError: the two nodes render / start on different patients, or the seed is not an integer.
     """
-    arm = profile.node('arm_control').parameters.get('kinematic.sim_seed', 0)
-    capture = profile.node('capture').parameters.get('sim_seed', 0)
-    if int(arm) != int(capture):
+    from echo_guidance.recording.profiles import substitute
+
+    arm = substitute(profile.node('arm_control').parameters.get('kinematic.sim_seed', 0), values)
+    capture = substitute(profile.node('capture').parameters.get('sim_seed', 0), values)
+    try:
+        arm, capture = int(arm), int(capture)
+    except ValueError:
+        raise ValueError(
+            f'profile {profile.name}: patient seeds must be integers, got {arm!r}, {capture!r}'
+        ) from None
+    if arm != capture:
         raise ValueError(
             f'profile {profile.name}: arm_control kinematic.sim_seed {arm} and capture sim_seed {capture} '
             'differ: the arm would start near one patient while the capture renders another'
         )
-    return int(arm)
+    return arm
 
 
-def _check_model(path):
-    """Load the model as the guidance node will (one warm-up frame); return its backend."""
+def _held_out_note(seed):
+    """Whether the default models' recipe trained on this patient."""
+    from echo_guidance.guidance.recipe import training_seeds
+    from echo_guidance.sim.splits import split_of_seed
+
+    if seed in training_seeds():
+        return ' (a patient the default models were trained on)'
+    return f' (held out of the default models\' training; {split_of_seed(seed)} split)'
+
+
+def _check_models(model, fine):
+    """Resolve and load the models as the guidance node will (one warm-up frame); return their ids.
+
+    Raises:
+        BackendError: a model file that cannot be loaded; DefaultModelError: damaged default models.
+    """
     from echo_guidance.guidance.backends import load_backend
+    from echo_guidance.guidance.default_models import resolve_model_paths
 
-    return load_backend(str(path), threads=1, warm_up=True)
+    ids = []
+    for path in resolve_model_paths(model, fine):
+        if path:
+            backend = load_backend(str(path), threads=1, warm_up=True)
+            ids.append(backend.model_id)
+            backend.close()
+    return ' + '.join(ids)
 
 
 def run(args):
     """Run the demo; return the exit status (0 reached, 1 not reached, 2 bad input or set-up failure)."""
     from echo_guidance.guidance.backends import BackendError
+    from echo_guidance.guidance.default_models import DefaultModelError
     from echo_guidance.planes import UnknownPlaneError, check_plane
 
     try:
@@ -98,25 +150,32 @@ def run(args):
         return _fail(f'--duration must be > 0 seconds, got {args.duration}')
     if args.domain_id is not None and not 0 <= args.domain_id <= 232:
         return _fail(f'--domain-id must be 0..232, got {args.domain_id}')
-    model = Path(args.model) if args.model else DEFAULT_MODEL
-    if args.model is not None and not model.is_file():
-        return _fail(f'model file {model} does not exist (give an ONNX file written by echo-guidance export)')
-    if args.model is None and not model.is_file():
-        from echo_guidance.demo.prepare import PrepareError, prepare_model
+    if args.patient < 0:
+        return _fail(f'--patient must be a seed >= 0, got {args.patient}')
+    model, fine = args.model, args.fine_model
+    if args.retrain:
+        if model != DEFAULT_MODEL or fine:
+            return _fail('--retrain reproduces the default models: give no --model / --fine-model with it')
+        from echo_guidance.guidance.cli import train_default_models
+        from echo_guidance.pipeline import PipelineError
 
         try:
-            prepare_model(model, say=print)
-        except PrepareError as error:
-            return _fail(f'preparing the demo model: {error}')
+            model, fine = (str(p) for p in train_default_models(RETRAIN_DIR, say=_say))
+        except PipelineError as error:
+            return _fail(f'retraining the default models: {error}')
+    for path in (model, fine):
+        if path and path != DEFAULT_MODEL and not Path(path).is_file():
+            return _fail(
+                f'model file {path} does not exist (give an ONNX file written by echo-guidance export)'
+            )
     try:
-        backend = _check_model(model)
-    except BackendError as error:
+        model_id = _check_models(model, fine)
+    except (BackendError, DefaultModelError) as error:
         return _fail(f'bad model: {error}')
-    backend.close()
-    return _run_demo(args, model, backend.model_id)
+    return _run_demo(args, model, fine, model_id)
 
 
-def _run_demo(args, model, model_id):
+def _run_demo(args, model, fine, model_id):
     from echo_guidance.demo.readback import RunBagError, check_demonstration_bag, read_run
     from echo_guidance.demo.run import DemoInterrupted, DemoSetupError, free_display_port, run_graph
     from echo_guidance.demo.summary import format_summary, plot_run, summarise_run
@@ -126,16 +185,22 @@ def _run_demo(args, model, model_id):
 
     try:
         profile = load_profile(PROFILE)
-        seed = _profile_seed(profile)
         port = free_display_port()
         stamp = datetime.datetime.now(datetime.timezone.utc).strftime('%Y%m%dT%H%M%SZ')
-        run_dir = Path(args.output_dir) / 'runs' / f'{stamp}_{args.plane}'
+        run_dir = Path(args.output_dir) / 'runs' / f'{stamp}_{args.plane}_patient{args.patient}'
         values = {
             **builtin_values(profile, run_dir),
             **profile.argument_values(
-                {'model': str(model), 'target_plane': args.plane, 'display_port': str(port)}
+                {
+                    'model': str(model),
+                    'fine_model': str(fine or ''),
+                    'target_plane': args.plane,
+                    'display_port': str(port),
+                    'patient': str(args.patient),
+                }
             ),
         }
+        seed = _profile_seed(profile, values)
     except (ProfileError, ValueError) as error:
         return _fail(str(error))
     problems = check_profile(profile, values)
@@ -205,7 +270,7 @@ def _run_demo(args, model, model_id):
 
     recorded_ids = ', '.join(sorted(data.model_ids)) or model_id
     counts = data.counts
-    held_out = " (held out of the demo model's training)" if Path(model) == DEFAULT_MODEL else ''
+    held_out = _held_out_note(seed) if model == DEFAULT_MODEL else ''
     fields = [
         ('model', f'{recorded_ids} ({model})'),
         (

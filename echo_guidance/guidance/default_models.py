@@ -6,10 +6,9 @@ reproduces them, measured figures). The demo, ``up`` profiles and ``closed-loop 
 them; :func:`default_model_paths` refuses files whose checksum disagrees with ``SHA256SUMS``.
 """
 
-import hashlib
 from pathlib import Path
 
-from echo_guidance.resources import ResourceNotFoundError, share_dir
+from echo_guidance.resources import ResourceNotFoundError, file_sha256, share_dir
 
 MODELS_DIR = 'models/guidance'
 COARSE = 'coarse.onnx'
@@ -24,15 +23,6 @@ class DefaultModelError(RuntimeError):
 def models_dir():
     """The folder of the default guidance models (source tree or installed share directory)."""
     return share_dir() / MODELS_DIR
-
-
-def file_sha256(path):
-    """SHA-256 of a file, hex."""
-    digest = hashlib.sha256()
-    with open(path, 'rb') as handle:
-        for block in iter(lambda: handle.read(1 << 20), b''):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def recorded_checksums(folder=None):
@@ -82,3 +72,24 @@ def default_model_paths():
     except ResourceNotFoundError as error:
         raise DefaultModelError(str(error)) from None
     return coarse, fine
+
+
+DEFAULT = 'default'
+"""The model_path value that selects the default coarse and fine models."""
+
+
+def resolve_model_paths(model_path, fine_model_path=''):
+    """(model, fine model or None) for the guidance node's model_path / fine_model_path parameters.
+
+    ``model_path: default`` selects the repository's default coarse model and, unless
+    ``fine_model_path`` names another file, its default fine model (verified against SHA256SUMS);
+    any other value is a file, with an optional fine model beside it.
+
+    Raises:
+        DefaultModelError: the default models are missing or damaged.
+    """
+    model_path, fine_model_path = str(model_path).strip(), str(fine_model_path).strip()
+    if model_path == DEFAULT:
+        coarse, fine = default_model_paths()
+        return str(coarse), fine_model_path or str(fine)
+    return model_path, fine_model_path or None

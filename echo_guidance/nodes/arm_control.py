@@ -160,6 +160,12 @@ def parameter_specs():
             read_only=True,
         ),
         spec(
+            'kinematic.start_on_skin',
+            True,
+            'slide that start pose along the beam onto the skin (as a probe placed on the chest)',
+            read_only=True,
+        ),
+        spec(
             'kinematic.time_constant_s',
             0.03,
             'tracking time constant of the simulated arm',
@@ -278,9 +284,10 @@ def kinematic_start_pose(params):
     from echo_guidance.sim import Patient
 
     patient = Patient.from_seed(params['kinematic.sim_seed'])
-    return patient.standard_plane_pose(params['kinematic.sim_plane']) @ action_to_matrix(
+    start = patient.standard_plane_pose(params['kinematic.sim_plane']) @ action_to_matrix(
         np.asarray(params['kinematic.start_offset'], dtype=float)
     )
+    return patient.in_contact(start) if params['kinematic.start_on_skin'] else start
 
 
 def main(args=None):

@@ -78,6 +78,10 @@ def _six_positive(value):
 def check_parameters(p):
     """Rules across parameters, checked at start (before the model loads) and by ``echo-guidance up --check``.
 
+    Returns:
+        (model file, fine model file or None), with ``model_path: default`` resolved to the default
+        models.
+
     Raises:
         ParameterValidationError: naming the parameters.
     """
@@ -88,26 +92,33 @@ def check_parameters(p):
             'expected_width and expected_height must both be 0 or both > 0, '
             f'got {p["expected_width"]}x{p["expected_height"]}'
         )
-    path = str(p['model_path']).strip()
-    if not path:
+    from echo_guidance.guidance.default_models import DefaultModelError, resolve_model_paths
+
+    if not str(p['model_path']).strip():
         raise ParameterValidationError(
-            'cannot load the guidance model: no model file given (parameter model_path is empty)'
+            'cannot load the guidance model: no model file given (parameter model_path is empty; '
+            '"default" selects the default models)'
         )
+    try:
+        path, fine = resolve_model_paths(p['model_path'], p.get('fine_model_path', ''))
+    except DefaultModelError as err:
+        raise ParameterValidationError(f'cannot load the default guidance models: {err}') from None
     if not Path(path).is_file():
         raise ParameterValidationError(f'cannot load the guidance model: model file {path} does not exist')
-    fine = str(p.get('fine_model_path', '')).strip()
     if fine and not Path(fine).is_file():
         raise ParameterValidationError(
             f'cannot load the fine guidance model: model file {fine} does not exist'
         )
+    return path, fine
 
 
 PARAMETERS = [
     ParamSpec(
         'model_path',
-        '',
-        'Model file: .onnx for onnxruntime-* backends (echo-guidance export or '
-        'guidance quantize), checkpoint .pt for torch-* backends.',
+        'default',
+        'Model file: .onnx for onnxruntime-* backends (echo-guidance export or guidance quantize), '
+        'checkpoint .pt for torch-* backends; "default": the default coarse and fine models '
+        '(models/guidance/, docs/guidance-models.md).',
         read_only=True,
     ),
     ParamSpec(
@@ -333,16 +344,16 @@ class GuidanceNode(Node):
 
         self.params = declare_parameters(self, PARAMETERS, on_change=self._on_parameters)
         p = self.params
-        check_parameters(p)
+        model_path, fine_model_path = check_parameters(p)
         expected = (p['expected_width'], p['expected_height'])
         try:
-            backend = load_backend(p['model_path'], p['backend'], threads=p['threads'])
+            backend = load_backend(model_path, p['backend'], threads=p['threads'])
         except BackendError as err:
             raise ParameterValidationError(f'cannot load the guidance model: {err}') from None
         fine_backend = None
-        if p['fine_model_path'].strip():
+        if fine_model_path:
             try:
-                fine_backend = load_backend(p['fine_model_path'], p['backend'], threads=p['threads'])
+                fine_backend = load_backend(fine_model_path, p['backend'], threads=p['threads'])
             except BackendError as err:
                 raise ParameterValidationError(f'cannot load the fine guidance model: {err}') from None
         try:
