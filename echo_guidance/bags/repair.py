@@ -210,18 +210,24 @@ def content_problem(topic, message, session=None):
     return ''
 
 
+# The channel metadata the rosbag2 MCAP plugin (and this format's writer) stores.
+_CHANNEL_KEYS = {'offered_qos_profiles', 'topic_type_hash'}
+
+
 def _channel_problem(channel):
     """Why a Channel record cannot be one of the format's ('' when it can)."""
     if channel.topic not in schema.TOPIC_TYPES or channel.message_encoding != schema.SERIALIZATION:
         return f'names an unknown topic {channel.topic!r} ({channel.message_encoding!r})'
     msgtype = schema.TOPIC_TYPES[channel.topic]
-    recorded = channel.metadata.get('topic_type_hash')
-    if recorded is not None and recorded != schema.get_typestore().hash_rihs01(msgtype):
+    if set(channel.metadata) != _CHANNEL_KEYS:
+        return f'holds metadata keys {sorted(channel.metadata)}, not {sorted(_CHANNEL_KEYS)}'
+    recorded = channel.metadata['topic_type_hash']
+    if recorded != schema.get_typestore().hash_rihs01(msgtype):
         return f'holds type hash {recorded!r}, not that of {msgtype}'
     try:
         from rosbags.rosbag2.metadata import parse_qos
 
-        parse_qos(yaml.safe_load(channel.metadata.get('offered_qos_profiles', '[]')) or [])
+        parse_qos(yaml.safe_load(channel.metadata['offered_qos_profiles']) or [])
     except Exception as exc:  # noqa: BLE001 (QoS that rosbags cannot read is damaged)
         return f'holds QoS profiles rosbags cannot read ({type(exc).__name__})'
     return ''
