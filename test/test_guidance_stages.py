@@ -112,3 +112,27 @@ def test_the_engine_publishes_the_stop_distance_and_refuses_non_finite_ones():
     backend.distance = float('nan')
     result = engine.step(_frame(), np.eye(4), 0.1)
     assert not result.valid and 'not finite' in result.status
+
+
+def test_a_frame_without_echo_gets_confidence_zero_and_no_model_call():
+    from echo_guidance.guidance.echo import EchoConfig, echo_fraction, has_echo
+    from echo_guidance.sim import Patient, ProbeConfig, ProbeRenderer
+
+    patient = Patient.from_seed(3)
+    renderer = ProbeRenderer(patient, ProbeConfig(width=64, height=64))
+    target = patient.standard_plane_pose('PSAX-AV')
+    lifted = target.copy()
+    lifted[:3, 3] -= 4.0 * target[:3, 2]  # 4 mm off the skin: the probe has no acoustic contact
+    on_skin, off_skin = renderer.render(target), renderer.render(lifted)
+    config = EchoConfig()
+    assert has_echo(on_skin, config) and not has_echo(off_skin, config)
+    assert echo_fraction(off_skin) < config.min_fraction <= echo_fraction(on_skin)
+    backend = FakeBackend('one', [1, 2, 3, 0, 0, 0])
+    engine = GuidanceEngine(backend, 'PSAX-AV')
+    result = engine.step(off_skin, np.eye(4), 0.0)
+    assert result.valid and result.confidence == 0.0 and not result.plane_reached
+    assert result.status.startswith('no echo in the frame') and backend.calls == 0
+    assert engine.step(on_skin, np.eye(4), 0.1).status == '' and backend.calls == 1
+    assert EchoConfig(min_fraction=0.0) and has_echo(off_skin, EchoConfig(min_fraction=0.0))
+    with pytest.raises(ValueError, match='min_fraction'):
+        EchoConfig(min_fraction=1.5)

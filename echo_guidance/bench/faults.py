@@ -132,6 +132,7 @@ def random_planner(rng, mode):
             search_after_s=float(rng.uniform(0.02, 0.3)),
             search_mm=float(rng.uniform(1.0, 20.0)),
             search_deg=float(rng.uniform(1.0, 20.0)),
+            search_press_mm=float(rng.uniform(0.0, 10.0)),
             search_dwell_s=float(rng.uniform(0.02, 0.3)),
             search_rounds=int(rng.integers(1, 4)),
             look_still_mm=float(rng.uniform(0.2, 1.0)),

@@ -156,7 +156,7 @@ class EngineFactory:
 
     def __init__(self, path, fine_path=None, parameters=None, threads=1):
         """Load the models once (they serve every episode) and read the engine settings."""
-        from echo_guidance.guidance.settings import engine_configs, guidance_parameters_from_yaml
+        from echo_guidance.guidance.settings import engine_settings, guidance_parameters_from_yaml
 
         self.path, self.fine_path = str(path), (str(fine_path) if fine_path else None)
         self.backend = _load(self.path, threads)
@@ -166,7 +166,7 @@ class EngineFactory:
 
             parameters = guidance_parameters_from_yaml(config_path('guidance.yaml'))
         try:
-            self.fusion, self.reached, self.stages = engine_configs(parameters)
+            self.settings = engine_settings(parameters)
         except (TypeError, ValueError) as error:
             raise PolicySpecError(f'guidance settings: {error}') from error
 
@@ -186,14 +186,7 @@ class EngineFactory:
         _check_plane(self.backend, self.path, plane)
         if self.fine_backend is not None:
             _check_plane(self.fine_backend, self.fine_path, plane)
-        engine = GuidanceEngine(
-            self.backend,
-            plane=plane,
-            fusion=self.fusion,
-            reached=self.reached,
-            fine_backend=self.fine_backend,
-            stages=self.stages,
-        )
+        engine = GuidanceEngine(self.backend, plane=plane, fine_backend=self.fine_backend, **self.settings)
 
         def policy(frame, probe_pose_mm, stamp_s):
             result = engine.step(frame, probe_pose_mm, stamp_s)

@@ -338,6 +338,14 @@ class PlannerConfig:
         8.0, 'mm', 0.0, 30.0, 'slide of the first search round (probe x, y)', low_open=True
     )
     search_deg: float = _spec(8.0, 'deg', 0.0, 30.0, 'tilt of the first search round', low_open=True)
+    search_press_mm: float = _spec(
+        3.0,
+        'mm',
+        0.0,
+        10.0,
+        'a search first presses the probe this far along its beam (a probe off the skin regains contact), '
+        'then slides and tilts from there',
+    )
     search_dwell_s: float = _spec(0.6, 's', 0.0, 10.0, 'time held still at each search pose', low_open=True)
     search_rounds: int = _spec(2, '1', 1, 10, 'search rounds, each 1.5x wider, before the planner holds')
 

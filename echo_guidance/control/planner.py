@@ -242,21 +242,24 @@ class StepPlanner:
     def search_offsets(self, round_index):
         """Offsets (x, y, z mm, roll, pitch, yaw deg) of one search round, from where the search began.
 
-        Slides along the array and the elevation, then tilts about both, to either side; each round
-        is 1.5 times wider than the one before.
+        First pressed ``search_press_mm`` along the beam (a probe that lost contact finds the skin
+        again), then from that pressed pose slides along the array and the elevation and tilts about
+        both, to either side; each round is 1.5 times wider than the one before.
         """
         a = self.config.search_mm * 1.5**round_index
         t = self.config.search_deg * 1.5**round_index
+        p = self.config.search_press_mm
         return np.array(
             [
-                [a, 0, 0, 0, 0, 0],
-                [-a, 0, 0, 0, 0, 0],
-                [0, a, 0, 0, 0, 0],
-                [0, -a, 0, 0, 0, 0],
-                [0, 0, 0, t, 0, 0],
-                [0, 0, 0, -t, 0, 0],
-                [0, 0, 0, 0, t, 0],
-                [0, 0, 0, 0, -t, 0],
+                [0, 0, p, 0, 0, 0],
+                [a, 0, p, 0, 0, 0],
+                [-a, 0, p, 0, 0, 0],
+                [0, a, p, 0, 0, 0],
+                [0, -a, p, 0, 0, 0],
+                [0, 0, p, t, 0, 0],
+                [0, 0, p, -t, 0, 0],
+                [0, 0, p, 0, t, 0],
+                [0, 0, p, 0, -t, 0],
             ],
             dtype=float,
         )

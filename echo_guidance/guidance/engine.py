@@ -23,6 +23,7 @@ import time
 import numpy as np
 
 from echo_guidance.geometry import GeometryError, action_to_matrix, check_transform
+from echo_guidance.guidance.echo import EchoConfig, echo_fraction, has_echo
 from echo_guidance.guidance.fusion import (
     FusionConfig,
     PlaneReachedJudge,
@@ -104,6 +105,8 @@ class GuidanceEngine:
             resized to the model's input by the preprocessing contract either way).
         fine_backend: optional fine model (coarse-to-fine guidance); it must know ``plane`` too.
         stages: a :class:`~echo_guidance.guidance.stages.StageConfig` (None = defaults).
+        echo: an :class:`~echo_guidance.guidance.echo.EchoConfig`: a frame with less echo is answered
+            with confidence 0 and the model is not run (None = defaults).
     """
 
     def __init__(
@@ -115,9 +118,11 @@ class GuidanceEngine:
         expected_size=None,
         fine_backend=None,
         stages=None,
+        echo=None,
     ):
         """Set up fusion and judgement for ``plane``."""
         self.backend = backend
+        self.echo = echo if echo is not None else EchoConfig()
         self.fine_backend = fine_backend
         self.switch = StageSwitch(stages, has_fine=fine_backend is not None)
         self.fusion = TemporalFusion(fusion if fusion is not None else FusionConfig())
@@ -202,6 +207,31 @@ class GuidanceEngine:
             stage=self.stage,
         )
 
+    def _no_echo(self, stamp_s, started, fraction):
+        """The answer to a frame without echo: valid, but confidence 0 and no action (module echo)."""
+        self.judge.reset()
+        return GuidanceResult(
+            stamp_s=stamp_s,
+            plane=self.plane,
+            valid=True,
+            status=(
+                f'no echo in the frame ({100 * fraction:.1f} % of pixels above grey {self.echo.level}): '
+                'the probe is off the skin or over the lung'
+            ),
+            action=np.zeros(6),
+            raw_action=np.full(6, np.nan),
+            axis_confidence=NO_CONFIDENCE.copy(),
+            confidence=0.0,
+            plane_reached=False,
+            frames_fused=0,
+            pose_used=False,
+            pose_status='',
+            model_id=self.model_id,
+            inference_s=0.0,
+            step_s=time.perf_counter() - started,
+            stage=self.stage,
+        )
+
     def step(self, frame, probe_pose_mm, stamp_s):
         """Guidance for one frame; never raises on bad frames, poses or model outputs (module docstring).
 
@@ -227,6 +257,8 @@ class GuidanceEngine:
             image = prepare_frame(frame, backend.input_size, self.expected_size)
         except FrameFormatError as err:
             return self._invalid(stamp_s, f'frame refused: {err}', started)
+        if not has_echo(frame, self.echo):
+            return self._no_echo(stamp_s, started, echo_fraction(frame, self.echo.level))
         pose, pose_status = None, 'no probe pose'
         if probe_pose_mm is not None:
             try:

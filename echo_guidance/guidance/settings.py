@@ -10,6 +10,7 @@ node would (``echo-guidance closed-loop --policy default``).
 import dataclasses
 import pathlib
 
+from echo_guidance.guidance.echo import EchoConfig
 from echo_guidance.guidance.fusion import FusionConfig, ReachedConfig
 from echo_guidance.guidance.stages import StageConfig
 
@@ -75,6 +76,20 @@ def guidance_parameters_from_yaml(path, node='guidance'):
     return flatten_parameters(section)
 
 
-def engine_configs(p):
-    """(FusionConfig, ReachedConfig, StageConfig) from a flat parameter dict."""
-    return fusion_config(p), reached_config(p), stage_config(p)
+def echo_config(p):
+    """EchoConfig (the no-echo test) from the node's parameter dict."""
+    return _config_from_parameters(EchoConfig, p, 'echo')
+
+
+def engine_settings(p):
+    """The GuidanceEngine keyword arguments (fusion, reached, stages, echo) from a flat parameter dict.
+
+    Raises:
+        ValueError: an inconsistent value (the message names it).
+    """
+    return {
+        'fusion': fusion_config(p),
+        'reached': reached_config(p),
+        'stages': stage_config(p),
+        'echo': echo_config(p),
+    }

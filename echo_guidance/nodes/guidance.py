@@ -30,7 +30,13 @@ from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 
 from echo_guidance.guidance.backends import BACKENDS
-from echo_guidance.guidance.settings import fusion_config, reached_config, stage_config  # noqa: F401
+from echo_guidance.guidance.settings import (  # noqa: F401 (fusion_config, reached_config: also the node's API)
+    echo_config,
+    engine_settings,
+    fusion_config,
+    reached_config,
+    stage_config,
+)
 from echo_guidance.nodes._common import (
     DIAGNOSTICS_QOS,
     DiagnosticsPublisher,
@@ -307,6 +313,20 @@ PARAMETERS = [
         min_value=1,
         max_value=300,
     ),
+    ParamSpec(
+        'echo.level',
+        40,
+        'No-echo test: grey level a pixel must exceed to count as echo.',
+        min_value=0,
+        max_value=254,
+    ),
+    ParamSpec(
+        'echo.min_fraction',
+        0.025,
+        'No-echo test: a frame with a smaller share of echo pixels gets confidence 0 (0 = off).',
+        min_value=0.0,
+        max_value=0.99,
+    ),
     ParamSpec('overlay.enabled', True, 'Publish the overlay image.'),
     ParamSpec(
         'overlay.every_n',
@@ -360,11 +380,9 @@ class GuidanceNode(Node):
             self.engine = GuidanceEngine(
                 backend,
                 p['target_plane'],
-                fusion_config(p),
-                reached_config(p),
-                expected if expected[0] else None,
+                expected_size=expected if expected[0] else None,
                 fine_backend=fine_backend,
-                stages=stage_config(p),
+                **engine_settings(p),
             )
         except ValueError as err:
             raise ParameterValidationError(str(err)) from None
@@ -437,6 +455,7 @@ class GuidanceNode(Node):
         fusion = fusion_config(merged) if any(k.startswith('fusion.') for k in changed) else None
         reached = reached_config(merged) if any(k.startswith('reached.') for k in changed) else None
         stages = stage_config(merged) if any(k.startswith('stages.') for k in changed) else None
+        echo = echo_config(merged) if any(k.startswith('echo.') for k in changed) else None
         with self._engine_lock:
             if 'target_plane' in changed:
                 self.engine.set_plane(changed['target_plane'])  # raises UnknownPlaneError -> rejected
@@ -447,6 +466,8 @@ class GuidanceNode(Node):
                 from echo_guidance.guidance.stages import StageSwitch
 
                 self.engine.switch = StageSwitch(stages, has_fine=self.engine.fine_backend is not None)
+            if echo is not None:
+                self.engine.echo = echo
             if reached is not None:
                 from echo_guidance.guidance.fusion import PlaneReachedJudge
 
