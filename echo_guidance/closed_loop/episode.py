@@ -92,19 +92,22 @@ TRACE_FIELDS = (
     ['t_s', 'state', 'reason']
     + [f'true_{k}' for k in ('x', 'y', 'z', 'roll', 'pitch', 'yaw')]
     + [f'pred_{k}' for k in ('x', 'y', 'z', 'roll', 'pitch', 'yaw')]
-    + ['confidence', 'plane_reached_flag', 'error_mm', 'error_deg', 'pred_mm', 'pred_deg', 'frame_mean']
+    + ['confidence', 'plane_reached_flag', 'distance', 'true_distance', 'stage', 'status']
+    + ['error_mm', 'error_deg', 'pred_mm', 'pred_deg', 'frame_mean']
     + ['estimate_error_mm', 'estimate_error_deg', 'estimate_distance_mm', 'estimate_distance_deg']
     + ['planner']
 )
 """Columns of a trace row (one per frame): ``true_*`` is the ground-truth action at the frame's pose,
-``pred_*`` the policy's answer; ``error_*`` the probe's true error, ``pred_mm``/``pred_deg`` the size
+``pred_*`` the policy's answer; ``distance`` the stop judgement's distance to the plane (NaN without
+one) and ``true_distance`` the truth in the same units (success window); ``stage`` the answering
+model, ``status`` the guidance's status; ``error_*`` the probe's true error, ``pred_mm``/``pred_deg`` the size
 of the answer (norm, geodesic); ``frame_mean`` the frame's mean grey level (0 = blank: no echo,
 e.g. the probe off the skin); ``estimate_error_*`` the planner's target estimate against the true
 target, ``estimate_distance_*`` the probe to that estimate; ``planner`` any planner-specific note."""
 
 
 def _trace_row(now, pose_mm, target_mm, frame, answer, controller, report):
-    from echo_guidance.geometry import action_to_matrix, relative_action
+    from echo_guidance.geometry import action_to_matrix, plane_distance, relative_action
 
     true = np.asarray(relative_action(pose_mm, target_mm), dtype=float)
     pred = np.asarray(answer.action, dtype=float)
@@ -128,6 +131,10 @@ def _trace_row(now, pose_mm, target_mm, frame, answer, controller, report):
     row.update(
         confidence=float(answer.confidence),
         plane_reached_flag=bool(answer.plane_reached),
+        distance=float(answer.distance),
+        true_distance=float(plane_distance(true)),
+        stage=answer.stage,
+        status=answer.status,
         error_mm=error[0],
         error_deg=error[1],
         pred_mm=float(pred_size[0]),

@@ -198,6 +198,8 @@ class EngineFactory:
                 plane_reached=bool(result.plane_reached),
                 target_plane=plane,
                 status=result.status,
+                distance=float(result.distance),
+                stage=result.stage,
             )
 
         policy.engine = engine

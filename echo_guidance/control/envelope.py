@@ -105,7 +105,10 @@ class GuidanceSample:
         confidence: overall confidence in [0, 1].
         plane_reached: the guidance node judges the probe to be at the target plane.
         target_plane: the plane the guidance leads to.
-        status: why the guidance is not valid, if it is not.
+        status: why the guidance is not valid (or not confident), if it is not.
+        distance: the stop judgement's distance to the plane (units of the success window; NaN
+            when the model has none). Informative: the envelope does not use it.
+        stage: which model answered (``coarse`` / ``fine``; informative).
     """
 
     stamp_s: float
@@ -115,6 +118,8 @@ class GuidanceSample:
     plane_reached: bool = False
     target_plane: str = ''
     status: str = ''
+    distance: float = math.nan
+    stage: str = ''
 
 
 @dataclasses.dataclass(frozen=True)
