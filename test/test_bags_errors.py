@@ -90,16 +90,37 @@ def test_garbage_metadata_yaml(good_bag):
         DemonstrationBagReader(good_bag)
 
 
+def _edit_mcap(bag, old, new):
+    """Replace bytes of the MCAP file in place (same length; its checksum no longer matches)."""
+    mcap = bag / 'good_0.mcap'
+    data = mcap.read_bytes()
+    assert len(old) == len(new) and old in data
+    mcap.write_bytes(data.replace(old, new))
+
+
 def test_unknown_schema_version(good_bag):
-    _edit_metadata(good_bag, lambda m: m['custom_data'].update({schema.KEY_SCHEMA_VERSION: '99'}))
-    with pytest.raises(UnknownSchemaVersionError, match="'99'"):
+    _edit_metadata(good_bag, lambda m: m['custom_data'].update({schema.KEY_SCHEMA_VERSION: '9'}))
+    _edit_mcap(good_bag, b'schema_version\x01\x00\x00\x001', b'schema_version\x01\x00\x00\x009')
+    with pytest.raises(UnknownSchemaVersionError, match="'9'") as caught:
         DemonstrationBagReader(good_bag)
+    assert caught.value.exit_code == 4
+
+
+def test_damaged_schema_version_in_metadata_yaml_is_damage_not_an_unknown_version(good_bag):
+    _edit_metadata(good_bag, lambda m: m['custom_data'].update({schema.KEY_SCHEMA_VERSION: '99'}))
+    with pytest.raises(CorruptBagError, match=r"schema version '99', the MCAP file says '1'.*bag repair"):
+        DemonstrationBagReader(good_bag)
+    assert repair_bag(good_bag).action == 'metadata_rebuilt'
+    with DemonstrationBagReader(good_bag) as reader:
+        assert reader.schema_version == '1'
 
 
 def test_foreign_bag_without_schema_version(good_bag):
     _edit_metadata(good_bag, lambda m: m.update({'custom_data': None}))
-    with pytest.raises(NotABagError, match='not a demonstration bag'):
+    _edit_mcap(good_bag, b'\x0d\x00\x00\x00echo_guidance', b'\x0d\x00\x00\x00echo_guidancf')
+    with pytest.raises(NotABagError, match='not a demonstration bag') as caught:
         DemonstrationBagReader(good_bag)
+    assert caught.value.exit_code == 4
 
 
 def test_missing_required_topic(good_bag):

@@ -38,9 +38,11 @@ class BagError(Exception):
 
     exit_code = EXIT_DAMAGED
 
-    def __init__(self, message, offset=None):
+    def __init__(self, message, offset=None, exit_code=None):
         super().__init__(message)
         self.offset = offset
+        if exit_code is not None:
+            self.exit_code = exit_code
 
 
 class NotABagError(BagError, ValueError):

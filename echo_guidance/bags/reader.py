@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from echo_guidance.bags import _metadata, integrity, schema
+from echo_guidance.bags import _mcap, _metadata, integrity, schema
 from echo_guidance.bags._convert import pose_message_to_matrix_mm, stamp_to_ns
 from echo_guidance.bags.errors import (  # noqa: F401 (re-exported: the errors' historical home)
     EXIT_DAMAGED,
@@ -72,7 +72,10 @@ def check_bag_metadata(path):
         hint = (
             f'; it holds {mcaps}: {_REPAIR_HINT.format(path=path)} and rebuild metadata.yaml' if mcaps else ''
         )
-        raise NotABagError(f'{path} has no metadata.yaml, so it is not a rosbag2 bag{hint}')
+        raise NotABagError(
+            f'{path} has no metadata.yaml, so it is not a rosbag2 bag{hint}',
+            exit_code=EXIT_DAMAGED if mcaps else None,
+        )
     try:
         metadata = _metadata.load_metadata(path)
     except ValueError as exc:
@@ -92,6 +95,10 @@ def check_bag_metadata(path):
     if not isinstance(custom, dict):
         raise malformed(f'custom_data is a {type(custom).__name__}, not a mapping')
     version = custom.get(schema.KEY_SCHEMA_VERSION)
+    in_mcap = _mcap_schema_version(path)
+    if in_mcap in schema.SUPPORTED_SCHEMA_VERSIONS and str(version) != in_mcap:
+        # The MCAP file says what it is: metadata.yaml is what was damaged.
+        raise malformed(f'it names schema version {version!r}, the MCAP file says {in_mcap!r}')
     if version is None:
         raise NotABagError(
             f'{path}: metadata.yaml has no custom_data {schema.KEY_SCHEMA_VERSION!r}; '
@@ -142,6 +149,22 @@ def check_bag_metadata(path):
             f'a demonstration bag has {list(schema.REQUIRED_TOPICS)}'
         )
     return metadata
+
+
+def _mcap_schema_version(path):
+    """The schema version in the ``echo_guidance`` metadata record of the bag's one MCAP file, or None."""
+    mcaps = sorted(Path(path).glob('*.mcap'))
+    if len(mcaps) != 1:
+        return None
+    try:
+        with _mcap.mapped(mcaps[0]) as (buf, size):
+            records = _mcap.leading_records(buf, size, limit=32)
+    except OSError:
+        return None
+    for record in records:
+        if record.opcode == _mcap.OP_METADATA and record.body.name == schema.MCAP_METADATA_NAME:
+            return record.body.metadata.get('schema_version')
+    return None
 
 
 def metadata_topic_counts(metadata):
