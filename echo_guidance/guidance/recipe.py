@@ -6,7 +6,8 @@ Everything comes from the simulator's *train* split (patient seeds from 1: the d
 and every validation and test patient stay unseen):
 
 1. ``dataset sample`` for the coarse model: poses anywhere a scan may start, some near the plane;
-2. ``dataset sample`` for the fine model: poses densely around each plane;
+2. ``dataset sample`` for the fine model: poses densely around each plane (and, for the DAgger
+   rounds, a third set right at the plane);
 3. ``train`` the coarse and the fine model (config/train/default_coarse.yaml, default_fine.yaml);
 4. ``export`` both to ONNX (round 0);
 5. DAgger rounds: ``dataset dagger`` runs the current coarse-to-fine stack in closed loop on other
@@ -40,6 +41,9 @@ class Recipe:
         poses_per_plane: sampled poses per patient and plane.
         coarse_regions: ``dataset sample --region`` values of the coarse data.
         fine_regions: the same for the fine data.
+        tight_regions, tight_poses_per_plane: poses right at the plane, added to the fine data from
+            the first DAgger round on (where a converging policy spends its time, and where the stop
+            judgement must tell 1 mm from 3 mm).
         coarse_size, fine_size: stored frame sides (the models' input sizes).
         dagger_rounds: DAgger rounds after the first training.
         dagger_patients: train-split patients of each round (seeds after the sampled ones).
@@ -55,6 +59,8 @@ class Recipe:
     poses_per_plane: int = 300
     coarse_regions: tuple = ('0.2:6,6,3', '0.8:30,30,5')
     fine_regions: tuple = ('0.5:4,4,2', '0.5:10,10,4')
+    tight_regions: tuple = ('1:1.5,1.5,1',)
+    tight_poses_per_plane: int = 100
     coarse_size: int = 96
     fine_size: int = 128
     dagger_rounds: int = 1
@@ -78,11 +84,11 @@ def recipe_steps(work_dir, recipe=None):
     data, train, rounds = work / 'data', work / 'train', work / 'rounds'
     steps = []
 
-    def sample(name, patients, regions, size, seed):
-        out = data / f'{name}_r0'
+    def sample(name, patients, regions, size, seed, poses=recipe.poses_per_plane, folder=None):
+        out = data / (folder or f'{name}_r0')
         argv = ['dataset', 'sample', '--output-dir', out, '--train-patients', patients]
         argv += ['--val-patients', recipe.val_patients, '--test-patients', recipe.test_patients]
-        argv += ['--poses-per-plane', recipe.poses_per_plane, '--size', size, '--seed', seed, '--no-progress']
+        argv += ['--poses-per-plane', poses, '--size', size, '--seed', seed, '--no-progress']
         for region in regions:
             argv += ['--region', region]
         steps.append(Step(f'{name} data', cli(*argv), out, lambda: dataset_complete(out), clean=True))
@@ -105,6 +111,16 @@ def recipe_steps(work_dir, recipe=None):
     for name, config in (('coarse', COARSE_CONFIG), ('fine', FINE_CONFIG)):
         fit(f'{name} (round 0)', config, data / f'{name}_r0', train / f'{name}_r0')
         export(f'{name} (round 0)', train / f'{name}_r0' / 'best.pt', rounds / 'r0' / f'{name}.onnx')
+    if recipe.dagger_rounds:
+        sample(
+            'fine (at the plane)',
+            recipe.fine_patients,
+            recipe.tight_regions,
+            recipe.fine_size,
+            3,
+            recipe.tight_poses_per_plane,
+            'fine_tight',
+        )
     # DAgger patients: the train-split patients after the sampled ones, new in every round.
     sampled = seeds_for_split('train', max(recipe.coarse_patients, recipe.fine_patients), recipe.first_seed)
     next_seed = sampled[-1] + 1 if sampled else recipe.first_seed
@@ -129,16 +145,10 @@ def recipe_steps(work_dir, recipe=None):
             ('fine', FINE_CONFIG, recipe.fine_size),
         ):
             merged = data / f'{name}_r{r}'
-            argv = [
-                'dataset',
-                'merge',
-                data / f'{name}_r{r - 1}',
-                visited,
-                '--output-dir',
-                merged,
-                '--size',
-                size,
-            ]
+            inputs = [data / f'{name}_r{r - 1}', visited]
+            if name == 'fine' and r == 1:
+                inputs.insert(1, data / 'fine_tight')
+            argv = ['dataset', 'merge', *inputs, '--output-dir', merged, '--size', size]
             steps.append(
                 Step(
                     f'{name} data + round {r}',
