@@ -23,7 +23,7 @@ from echo_guidance.control import (
 )
 from echo_guidance.control.envelope import Decision
 from echo_guidance.control.planner import Proposal
-from echo_guidance.geometry import action_to_matrix, relative_action
+from echo_guidance.geometry import action_to_matrix, plane_distance, relative_action
 
 START = action_to_matrix(np.array([500.0, 0.0, 200.0, 180.0, 0.0, 90.0]))
 
@@ -288,7 +288,8 @@ def simulate(controller, backend, target, clock, cycles, dt, deadman=lambda k: k
                 deadman_held=deadman(k),
                 deadman_stamp_s=clock[0],
                 frame_stamp_s=clock[0],
-                guidance=GuidanceSample(clock[0], True, action, 0.9),
+                # A stop judgement that is right: within 3 mm / 3 deg of the target.
+                guidance=GuidanceSample(clock[0], True, action, 0.9, plane_distance(action) <= 0.6),
             )
         )
         if report.state is ControlState.PLANE_REACHED:

@@ -107,7 +107,13 @@ def random_planner(rng, mode):
     """PlannerConfig of a motion mode, its settings drawn at random."""
     from echo_guidance.control import PlannerConfig
 
-    base = {'gain_per_s': float(rng.uniform(0.5, 5.0)), 'min_estimates': 1}
+    base = {
+        'gain_per_s': float(rng.uniform(0.5, 5.0)),
+        'min_estimates': 1,
+        'reach_requires_guidance': False,
+        'look_around': False,
+        'search': False,
+    }
     if mode == 'step_and_look':
         base.update(
             step_and_look=True, look_frames=int(rng.integers(1, 4)), step_fraction=float(rng.uniform(0.3, 1))

@@ -279,7 +279,7 @@ class PlannerConfig:
         False, 'bool', 0, 0, "also stop when the guidance's own plane_reached flag holds for reach_cycles"
     )
     reach_requires_guidance: bool = _spec(
-        False,
+        True,
         'bool',
         0,
         0,
@@ -308,7 +308,7 @@ class PlannerConfig:
     reach_guidance_deg: float = _spec(3.0, 'deg', 0.0, 45.0, 'and this small in rotation', low_open=True)
     reach_looks: int = _spec(1, '1', 1, 100, 'consecutive looks at the plane that count as reached')
     look_around: bool = _spec(
-        False,
+        True,
         'bool',
         0,
         0,
@@ -322,9 +322,9 @@ class PlannerConfig:
         3.0, 'deg', 0.0, 20.0, 'rotation of each look-around pose from the estimate', low_open=True
     )
     look_around_frames: int = _spec(3, '1', 1, 100, 'guidance frames kept at each look-around pose')
-    look_around_rounds: int = _spec(3, '1', 1, 100, 'look-around rounds before the planner just holds')
+    look_around_rounds: int = _spec(2, '1', 1, 100, 'look-around rounds before the planner just holds')
     search: bool = _spec(
-        False,
+        True,
         'bool',
         0,
         0,

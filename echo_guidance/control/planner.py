@@ -192,7 +192,7 @@ class StepPlanner:
             # Look before committing: the first arrival, and every one the stop judgement disputes.
             self._start_around()
             return self._propose_around(pose_mm, base_mm, velocity, angular_velocity, workspace)
-        if cfg.reach_requires_guidance and not self.last_plane_reached:
+        if cfg.reach_requires_guidance and not self._fixed_target and not self.last_plane_reached:
             reached = False
         if reached:
             return Proposal(np.zeros(3), np.zeros(3), True, goal, error_mm, error_deg, detail)
