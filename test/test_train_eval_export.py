@@ -63,6 +63,33 @@ def test_evaluate_side_by_side(checkpoints, synthetic_dataset, tmp_path):  # noq
     assert '| PLAX | dream |' in md and '95 %' in md and '2.5–97.5' in md
 
 
+def test_evaluate_within_a_window_and_the_stop_judgement_table(synthetic_dataset, tmp_path):  # noqa: F811
+    from echo_guidance.engine.evaluate import within_mask
+    from echo_guidance.engine.train import distance_metrics
+
+    run = tmp_path / 'run'
+    config = tiny_config(synthetic_dataset, run, model={'kind': 'baseline', 'distance_head': True})
+    train(config, progress=False)
+    everything = evaluate([run / 'last.pt'], synthetic_dataset, tmp_path / 'all', labels=['m'], n_boot=50)
+    near = evaluate(
+        [run / 'last.pt'], synthetic_dataset, tmp_path / 'near', labels=['m'], n_boot=50, within=(10.0, 10.0)
+    )
+    pred = np.load(tmp_path / 'near' / 'predictions_m.npz')
+    keep = within_mask(pred['target'], (10.0, 10.0))
+    assert keep.all() and 0 < near['samples'] < everything['samples']
+    assert np.all(np.abs(pred['target'][:, :3]) <= 10.0) and np.all(np.abs(pred['target'][:, 3:]) <= 10.0)
+    rows = near['stop_judgement']['m']
+    assert [r['threshold'] for r in rows] == [0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 1.0]
+    assert rows[3] == {'threshold': 0.6, **distance_metrics(pred['distance'], pred['target'], threshold=0.6)}
+    assert '## Stop judgement' in (tmp_path / 'near' / 'results.md').read_text()
+    from echo_guidance.engine.cli import _mm_deg
+
+    assert _mm_deg('10,5') == (10.0, 5.0)
+    for bad in ('10', '10,x', '0,5'):
+        with pytest.raises(Exception, match='MM'):
+            _mm_deg(bad)
+
+
 def test_evaluate_rejects_bad_checkpoints(synthetic_dataset, tmp_path):  # noqa: F811
     bad = tmp_path / 'bad.pt'
     bad.write_bytes(b'not a checkpoint')

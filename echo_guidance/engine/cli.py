@@ -37,6 +37,13 @@ def register(subparsers):
     e.add_argument('--bins', type=int, default=10, help='bins of the stability plot')
     e.add_argument('--device', default='cpu', help='torch device (default cpu)')
     e.add_argument('--seed', type=int, default=0, help='seed of the bootstrap resampling (default 0)')
+    e.add_argument(
+        '--within',
+        type=_mm_deg,
+        default=None,
+        metavar='MM,DEG',
+        help='only samples whose target is within MM on each of x, y, z and DEG on each rotation axis',
+    )
     e.set_defaults(handler=_evaluate)
 
     x = subparsers.add_parser('export', help='export a checkpoint to ONNX and check parity with PyTorch')
@@ -73,6 +80,18 @@ def _train(args):
     return 0
 
 
+def _mm_deg(text):
+    import argparse
+
+    try:
+        mm, deg = (float(v) for v in text.split(','))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f'expected MM,DEG (two numbers), got {text!r}') from None
+    if not (mm > 0 and deg > 0):
+        raise argparse.ArgumentTypeError(f'MM and DEG must be > 0, got {text!r}')
+    return mm, deg
+
+
 def _evaluate(args):
     from echo_guidance.data.dataset import DatasetError
     from echo_guidance.engine.checkpoint import CheckpointError
@@ -91,6 +110,7 @@ def _evaluate(args):
             args.device,
             seed=args.seed,
             progress=lambda m: print(m, file=sys.stderr),
+            within=args.within,
         )
     except (CheckpointError, DatasetError, ValueError) as exc:
         print(f'error: {exc}', file=sys.stderr)

@@ -37,6 +37,28 @@ from echo_guidance.planes import GUIDANCE_PLANES
 AXIS_UNITS = ('mm', 'mm', 'mm', 'deg', 'deg', 'deg')
 CI_LEVEL = 95.0
 CI_PERCENTILES = (2.5, 97.5)
+STOP_THRESHOLDS = (0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 1.0)
+
+
+def within_mask(target, within):
+    """Samples whose target action is within ``(mm, deg)`` on every axis (all when ``within`` is None)."""
+    target = np.asarray(target)
+    if within is None:
+        return np.ones(len(target), bool)
+    mm, deg = within
+    return np.all(np.abs(target[:, :3]) <= mm, axis=1) & np.all(np.abs(target[:, 3:]) <= deg, axis=1)
+
+
+def stop_judgement_table(distance, target, thresholds=STOP_THRESHOLDS):
+    """Frame-by-frame error rates of a distance head taken as "reached" below each threshold.
+
+    Rows: threshold, ``false_reached`` (share of frames outside the 5 mm / 5° window called reached),
+    ``missed_reached`` (share inside called not reached), with the distance MAE near the plane.
+    The live judgement takes the median over the frames at one pose, so these are per-frame rates.
+    """
+    from echo_guidance.engine.train import distance_metrics
+
+    return [{'threshold': float(t), **distance_metrics(distance, target, threshold=t)} for t in thresholds]
 
 
 def sample_errors(pred, target):
@@ -127,8 +149,16 @@ def evaluate(
     amp='none',
     seed=0,
     progress=None,
+    within=None,
+    stop_thresholds=STOP_THRESHOLDS,
 ):
-    """Evaluate checkpoints on a split; write results.json, results.md, stability.png; return the results."""
+    """Evaluate checkpoints on a split; write results.json, results.md, stability.png; return the results.
+
+    ``within=(mm, deg)`` keeps only samples whose target is that close to the probe on every axis
+    (|x|, |y|, |z| <= mm and |roll|, |pitch|, |yaw| <= deg). Models with a distance head also get the
+    stop judgement's frame-by-frame error rates at each of ``stop_thresholds`` (see
+    :func:`stop_judgement_table`).
+    """
     dataset = GuidanceDataset(data_dir)
     arrays = dataset.split(split)
     if len(arrays['frames']) == 0:
@@ -151,6 +181,11 @@ def evaluate(
         if progress:
             progress(f'predicting {split} with {label} ({path})')
         pred = predict_split(model, data_dir, split, batch_size=batch_size, device=dev, dtype=dtype)
+        if within is not None:
+            keep = within_mask(pred['target'], within)
+            if not keep.any():
+                raise ValueError(f'no sample of split {split!r} lies within {within[0]} mm / {within[1]} deg')
+            pred = {k: np.asarray(v)[keep] for k, v in pred.items()}
         runs.append((label, model.config.kind, pred['pred'], pred))
         if 'pred_policy' in pred:
             runs.append((f'{label} (policy head)', 'dreamer-policy-head', pred['pred_policy'], pred))
@@ -182,9 +217,15 @@ def evaluate(
             'method': 'percentile bootstrap over demonstrations (cluster), within each plane; '
             "over all demonstrations for 'all'",
         },
+        'within': None if within is None else {'mm': float(within[0]), 'deg': float(within[1])},
         'per_plane': {},
         'relative_change_percent': {},
         'stability': {},
+        'stop_judgement': {
+            label: stop_judgement_table(np.asarray(pred['distance']), target, stop_thresholds)
+            for label, kind, _, pred in runs
+            if 'distance' in pred and kind != 'dreamer-policy-head'
+        },
     }
     errors = {label: sample_errors(p, target) for label, _, p, _ in runs}
     baseline = next((label for label, kind, _, _ in runs if kind == 'baseline'), None)
@@ -229,6 +270,7 @@ def evaluate(
             plane=plane,
             index=index,
             demo=demo,
+            **({'distance': np.asarray(pred['distance'])} if 'distance' in pred else {}),
         )
     (out / 'results.json').write_text(json.dumps(results, indent=2))
     (out / 'results.md').write_text(results_markdown(results))
@@ -236,11 +278,16 @@ def evaluate(
     return results
 
 
+def _within_lines(within):
+    return [f'Samples whose target lies within {within["mm"]:g} mm / {within["deg"]:g}° on every axis.', '']
+
+
 def results_markdown(results):
     """Table 1 (per plane, per axis MAE with CIs and relative change) and error norms, as Markdown."""
     lines = [
         f'# Guidance evaluation on split `{results["split"]}` of `{results["data"]}`',
         '',
+        *(_within_lines(results['within']) if results.get('within') else []),
         f'{results["samples"]} samples. Confidence intervals: {results["ci"]["level_percent"]:.0f} % '
         f'(percentiles {results["ci"]["percentiles"][0]}–{results["ci"]["percentiles"][1]}), '
         f'{results["ci"]["resamples"]} resamples, {results["ci"]["method"]}.',
@@ -293,6 +340,23 @@ def results_markdown(results):
                     for a in ACTION_AXES
                 ]
                 lines.append(f'| {plane} | {key} | ' + ' | '.join(cells) + ' |')
+    if results.get('stop_judgement'):
+        lines += [
+            '',
+            '## Stop judgement (distance head), frame by frame',
+            '',
+            '"Reached" = distance below the threshold; false reached: share of frames outside the '
+            '5 mm / 5° window called reached; missed: share inside called not reached.',
+            '',
+            '| Model | threshold | false reached | missed | distance MAE (true distance < 2) |',
+            '|---|---|---|---|---|',
+        ]
+        for label, rows in results['stop_judgement'].items():
+            for row in rows:
+                lines.append(
+                    f'| {label} | {row["threshold"]:.2f} | {100 * row["false_reached"]:.1f} % | '
+                    f'{100 * row["missed_reached"]:.1f} % | {row["distance_mae"]:.3f} |'
+                )
     lines += ['', 'Models:', '']
     for m in results['models']:
         lines.append(
