@@ -26,6 +26,8 @@ def distinctive_guidance(index):
         'axis_confidence': [0.1, 0.2, 0.3, 0.4, 0.5, 0.6 + index / 100],
         'confidence': 0.875,
         'plane_reached': True,
+        'distance': 0.625 + index,
+        'stage': ('coarse', 'fine', 'single')[index % 3],
         'model_id': 'dreamer-cpu@3f2a1c9e/onnxruntime-cpu',
     }
 

@@ -220,7 +220,7 @@ def test_bad_frames_and_nan_outputs_are_published_as_no_guidance(harness, tmp_pa
     cases = [
         (_image(64, 64, 200, 0, 'rgb8'), "encoding 'rgb8' is not supported"),
         (_image(32, 32, 200, 0), 'frame is 32x32 pixels but the guidance is configured for 64x64'),
-        (_image(64, 64, 10, 0), 'model output is not finite (NaN or inf)'),
+        (_image(64, 64, 100, 0), 'model output is not finite (NaN or inf)'),
     ]
     stamp = time.time_ns()
     for k, (msg, status) in enumerate(cases):
@@ -264,7 +264,7 @@ def test_bad_frames_and_nan_outputs_are_published_as_no_guidance(harness, tmp_pa
     'params, message',
     [
         (['model_path:=/nonexistent/model.onnx'], 'model file /nonexistent/model.onnx does not exist'),
-        ([], 'no model file given'),
+        (["model_path:=''"], 'no model file given'),
         (['backend:=torch-cuda', 'model_path:={pt}'], 'backend torch-cuda: no CUDA device is available'),
         (['model_path:={onnx}', 'target_plane:=A4C'], "parameter 'target_plane' = 'A4C': must be one of"),
         (['model_path:={onnx}', 'expected_width:=64'], 'expected_width and expected_height must both be 0'),
@@ -305,8 +305,9 @@ def test_a_slow_model_never_builds_a_backlog(harness, tmp_path):
     infos_in_window = [i for i in got['infos'] if int(i.data[0]) >= _stamp_ns(window[0][0].header.stamp)]
     # The model is slower than the frame rate: frames are skipped, not queued, so a frame waits at most
     # for the step in progress and then its own step.
+    # (The capture runs at 30 Hz: guidance at well under that rate means frames were dropped.)
     step_ms = float(values['inference_ms_p99'])
-    assert step_ms > 40 and rate < 20 and int(values['frames_skipped']) > 0, (rate, values)
+    assert step_ms > 40 and rate < 0.8 * 30 and int(values['frames_skipped']) > 0, (rate, values)
     assert len(infos_in_window) > len(window) + 10
     assert latencies.max() < 2.5 * step_ms + 150, (latencies, step_ms)
     quarter = max(1, len(latencies) // 4)
