@@ -181,12 +181,17 @@ class StepPlanner:
         reached = self._at_target_cycles >= cfg.reach_cycles or (
             cfg.use_guidance_plane_reached and self._flag_cycles >= cfg.reach_cycles
         )
-        if reached and cfg.look_around and not self._fixed_target and (
-            self.around_rounds == 0
-            or (
-                cfg.reach_requires_guidance
-                and not self.last_plane_reached
-                and self.around_rounds < cfg.look_around_rounds
+        if (
+            reached
+            and cfg.look_around
+            and not self._fixed_target
+            and (
+                self.around_rounds == 0
+                or (
+                    cfg.reach_requires_guidance
+                    and not self.last_plane_reached
+                    and self.around_rounds < cfg.look_around_rounds
+                )
             )
         ):
             # Look before committing: the first arrival, and every one the stop judgement disputes.
@@ -232,12 +237,17 @@ class StepPlanner:
             self.searches += 1
 
     def guidance_confident(self):
-        """The guidance passed every check this cycle: any search ends, its estimate starts afresh."""
+        """The guidance passed every check this cycle: any search ends, its estimate starts afresh.
+
+        Afresh means all of it: a target frozen by an earlier look-around is dropped too (it was made
+        before the guidance was lost), and the look-around rounds count from zero again.
+        """
         self._lost_since = None
         if self.searching:
             self.searching, self._search = False, None
             self.target_mm, self.estimates = None, 0
             self._at_target_cycles = 0
+            self._around, self._frozen, self.around_rounds = None, False, 0
 
     def search_offsets(self, round_index):
         """Offsets (x, y, z mm, roll, pitch, yaw deg) of one search round, from where the search began.
@@ -477,4 +487,3 @@ def scaled_action_matrix(action, fraction):
     out[:3, 3] = fraction * T[:3, 3]
     out[:3, :3] = rotvec_to_matrix(fraction * matrix_to_rotvec_deg(T[:3, :3]))
     return out
-

@@ -50,7 +50,8 @@ def register(subparsers):
         'train-default',
         help='train the default coarse and fine models with the pipeline (hours on a 2-core CPU)',
         description="Run the default guidance models' recipe (echo_guidance/guidance/recipe.py, "
-        'docs/guidance-models.md): sampled data, training, DAgger rounds, export. Each command is printed '
+        'docs/guidance-models.md): sampled data, training, export (and DAgger rounds when the recipe '
+        'asks for them). Each command is printed '
         'as it runs; finished steps are skipped, so an interrupted run goes on where it stopped.',
     )
     add_output_dir(

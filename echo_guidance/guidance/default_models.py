@@ -51,7 +51,8 @@ def verify(folder=None, names=(COARSE, FINE)):
         path = folder / name
         if not path.is_file():
             raise DefaultModelError(
-                f'default model {path} is missing (reproduce it with scripts/train-default-models.sh)'
+                f'default model {path} is missing '
+                '(reproduce it with: echo-guidance guidance train-default --install)'
             )
         if name not in sums:
             raise DefaultModelError(f'{folder / CHECKSUMS} records no checksum for {name}')
