@@ -2,6 +2,7 @@
 
 import json
 import sys
+from pathlib import Path
 
 from echo_guidance.cli_options import add_output_dir, add_output_file
 
@@ -92,11 +93,35 @@ def _train_default(args):
         return 1
     print(f'default models: {coarse}, {fine}')
     if args.install:
-        from echo_guidance.guidance.default_models import models_dir
+        from echo_guidance.guidance.default_models import MODELS_DIR, models_dir
 
-        sums = install(args.out, models_dir())
-        print(f'default models: installed into {sums.parent} ({sums.name} written)')
+        checkout = source_checkout()
+        if checkout is None:
+            print(
+                'error: --install copies the models into models/guidance/ of a checkout: run it from '
+                'inside the repository (no folder with package.xml and echo_guidance/ above '
+                f'{Path.cwd()})',
+                file=sys.stderr,
+            )
+            return 1
+        sums = install(args.out, checkout / MODELS_DIR)
+        print(f'default models: installed into {sums.parent} ({sums.name} written); commit them there')
+        installed = models_dir()
+        if installed.resolve() != sums.parent.resolve():
+            # An installed package (pip, colcon) reads its own copy: refresh it too, so this checkout's
+            # commands use the new models at once (scripts/bootstrap.sh would on its next run).
+            install(args.out, installed)
+            print(f'default models: and into the installed copy {installed}')
     return 0
+
+
+def source_checkout(start=None):
+    """The repository folder at or above ``start`` (default: the working directory), or None."""
+    here = Path(start or Path.cwd()).resolve()
+    for folder in (here, *here.parents):
+        if (folder / 'package.xml').is_file() and (folder / 'echo_guidance' / '__init__.py').is_file():
+            return folder
+    return None
 
 
 def _model_planes(backend, planes):

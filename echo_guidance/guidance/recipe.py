@@ -6,16 +6,19 @@ Everything comes from the simulator's *train* split (patient seeds from 1: the d
 and every validation and test patient stay unseen):
 
 1. ``dataset sample`` for the coarse model: poses anywhere a scan may start, some near the plane;
-2. ``dataset sample`` for the fine model: poses densely around each plane (and, for the DAgger
-   rounds, a third set right at the plane);
+2. ``dataset sample`` for the fine model: poses densely around each plane, a fifth of them right at
+   the plane (where a converging policy spends its time and the stop judgement must tell 1 mm from
+   3 mm);
 3. ``train`` the coarse and the fine model (config/train/default_coarse.yaml, default_fine.yaml);
 4. ``export`` both to ONNX (round 0);
-5. DAgger rounds: ``dataset dagger`` runs the current coarse-to-fine stack in closed loop on other
+5. DAgger rounds (``Recipe.dagger_rounds``; none in the installed models, see
+   docs/guidance-models.md): ``dataset dagger`` runs the current coarse-to-fine stack in closed loop on other
    training patients and labels every pose it visited; ``dataset merge`` adds those samples to both
    datasets; ``train`` continues each model from its previous weights (``train.init_from``) on the
    merged data; ``export`` again;
-6. the last round's models are the result: ``WORK/models/{coarse,fine}.onnx`` with ``SHA256SUMS``;
-   ``--install`` copies them (with their training configs) into ``models/guidance/``.
+6. the last round's models are the result: ``WORK/rounds/r<N>/{coarse,fine}.onnx``;
+   ``--install`` copies them (with their training configs) into ``models/guidance/`` and writes
+   ``SHA256SUMS``.
 
 docs/guidance-models.md lists the figures each round reached and the time it took.
 """
@@ -40,10 +43,7 @@ class Recipe:
         test_patients: test-split patients (held out; the offline benchmark of docs/guidance-models.md).
         poses_per_plane: sampled poses per patient and plane.
         coarse_regions: ``dataset sample --region`` values of the coarse data.
-        fine_regions: the same for the fine data.
-        tight_regions, tight_poses_per_plane: poses right at the plane, added to the fine data from
-            the first DAgger round on (where a converging policy spends its time, and where the stop
-            judgement must tell 1 mm from 3 mm).
+        fine_regions: the same for the fine data (the last region: right at the plane).
         coarse_size, fine_size: stored frame sides (the models' input sizes).
         dagger_rounds: DAgger rounds after the first training.
         dagger_patients: train-split patients of each round (seeds after the sampled ones).
@@ -52,18 +52,16 @@ class Recipe:
         first_seed: first patient seed of the sampled data (1: the demo patient stays unseen).
     """
 
-    coarse_patients: int = 120
-    fine_patients: int = 150
+    coarse_patients: int = 60
+    fine_patients: int = 80
     val_patients: int = 8
     test_patients: int = 10
     poses_per_plane: int = 300
     coarse_regions: tuple = ('0.2:6,6,3', '0.8:30,30,5')
-    fine_regions: tuple = ('0.5:4,4,2', '0.5:10,10,4')
-    tight_regions: tuple = ('1:1.5,1.5,1',)
-    tight_poses_per_plane: int = 100
+    fine_regions: tuple = ('0.4:4,4,2', '0.4:10,10,4', '0.2:1.5,1.5,1')
     coarse_size: int = 96
     fine_size: int = 128
-    dagger_rounds: int = 1
+    dagger_rounds: int = 0
     dagger_patients: int = 60
     dagger_starts: int = 2
     finetune_steps: int = 3000
@@ -84,11 +82,11 @@ def recipe_steps(work_dir, recipe=None):
     data, train, rounds = work / 'data', work / 'train', work / 'rounds'
     steps = []
 
-    def sample(name, patients, regions, size, seed, poses=recipe.poses_per_plane, folder=None):
-        out = data / (folder or f'{name}_r0')
+    def sample(name, patients, regions, size, seed):
+        out = data / f'{name}_r0'
         argv = ['dataset', 'sample', '--output-dir', out, '--train-patients', patients]
         argv += ['--val-patients', recipe.val_patients, '--test-patients', recipe.test_patients]
-        argv += ['--poses-per-plane', poses, '--size', size, '--seed', seed, '--no-progress']
+        argv += ['--poses-per-plane', recipe.poses_per_plane, '--size', size, '--seed', seed, '--no-progress']
         for region in regions:
             argv += ['--region', region]
         steps.append(Step(f'{name} data', cli(*argv), out, lambda: dataset_complete(out), clean=True))
@@ -111,16 +109,6 @@ def recipe_steps(work_dir, recipe=None):
     for name, config in (('coarse', COARSE_CONFIG), ('fine', FINE_CONFIG)):
         fit(f'{name} (round 0)', config, data / f'{name}_r0', train / f'{name}_r0')
         export(f'{name} (round 0)', train / f'{name}_r0' / 'best.pt', rounds / 'r0' / f'{name}.onnx')
-    if recipe.dagger_rounds:
-        sample(
-            'fine (at the plane)',
-            recipe.fine_patients,
-            recipe.tight_regions,
-            recipe.fine_size,
-            3,
-            recipe.tight_poses_per_plane,
-            'fine_tight',
-        )
     # DAgger patients: the train-split patients after the sampled ones, new in every round.
     sampled = seeds_for_split('train', max(recipe.coarse_patients, recipe.fine_patients), recipe.first_seed)
     next_seed = sampled[-1] + 1 if sampled else recipe.first_seed
@@ -146,8 +134,6 @@ def recipe_steps(work_dir, recipe=None):
         ):
             merged = data / f'{name}_r{r}'
             inputs = [data / f'{name}_r{r - 1}', visited]
-            if name == 'fine' and r == 1:
-                inputs.insert(1, data / 'fine_tight')
             argv = ['dataset', 'merge', *inputs, '--output-dir', merged, '--size', size]
             steps.append(
                 Step(
