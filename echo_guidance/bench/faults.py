@@ -285,6 +285,9 @@ class Sequence:
         confidence = float(rng.uniform(lim.min_confidence, 1.0))
         if any(start <= k < end for start, end in self.lost):
             confidence = lim.min_confidence * float(rng.uniform(0.0, 0.999))
+        if 'low_confidence' in active:
+            confidence = lim.min_confidence * active['low_confidence'].value * 0.999
+        # Faults that write the confidence too (NaN, out of range) come after, so none is masked.
         # The stop judgement's flag: right most of the time, wrong at random (the planner must cope).
         reached = bool(plane_distance(truth) <= 0.6) != bool(rng.uniform() < 0.1)
         valid = True
@@ -306,8 +309,6 @@ class Sequence:
                 )
             else:
                 confidence = 1.5
-        if 'low_confidence' in active:
-            confidence = lim.min_confidence * active['low_confidence'].value * 0.999
         guidance = GuidanceSample(
             stamp_s=guidance_stamp, valid=valid, action=action, confidence=confidence, plane_reached=reached
         )

@@ -82,8 +82,9 @@ def compare_backends(reference, candidate, frames, planes):
     }
 
 
-def quantize_model(src, out, calibration, check, per_channel=True, calibrate_method='minmax', threads=2,
-                   scope='encoder'):
+def quantize_model(
+    src, out, calibration, check, per_channel=True, calibrate_method='minmax', threads=2, scope='encoder'
+):
     """Write an int8 copy of the ONNX model ``src`` to ``out``; return the quantization record.
 
     Args:
