@@ -22,7 +22,7 @@ def test_the_recipe_is_the_pipeline_commands_in_order(tmp_path):
         and '--test-patients 10' in lines[0]
         and '--region 0.8:30,30,5' in lines[0]
     )
-    assert '--size 128' in lines[1] and '--region 0.5:4,4,2' in lines[1]
+    assert '--size 128' in lines[1] and '--region 0.2:1.5,1.5,1' in lines[1]
     dagger = [line for line in lines if ' dagger ' in line]
     assert f'stack:{tmp_path}/rounds/r0/coarse.onnx,{tmp_path}/rounds/r0/fine.onnx' in dagger[0]
     assert f'train.init_from={tmp_path}/train/fine_r1/best.pt' in lines[-2]
