@@ -76,7 +76,10 @@ def test_controller_moves_franky_sim_to_a_target_and_stops(franky_sim):
         while time.monotonic() < deadline:
             now = time.monotonic()
             state = backend.state()
-            guidance = GuidanceSample(now, True, relative_action(state.pose_mm, target), 0.9)
+            action = relative_action(state.pose_mm, target)
+            # A ground-truth stop judgement: at the target within 2 mm / 2 deg.
+            at_target = bool(np.linalg.norm(action[:3]) < 2.0 and np.all(np.abs(action[3:]) < 2.0))
+            guidance = GuidanceSample(now, True, action, 0.9, plane_reached=at_target)
             report = controller.cycle(
                 ControlInputs(
                     now_s=now,
