@@ -106,7 +106,7 @@ def test_the_demo_runs_end_to_end_and_its_bags_read_back(tmp_path, ros_env, tiny
     assert "sonographer's page: http://127.0.0.1:" in result.stdout
 
     (run_dir,) = (out / 'runs').iterdir()
-    assert run_dir.name.endswith('_PSAX-AV')
+    assert run_dir.name.endswith('_PSAX-AV_patient0')
     bags = [p.parent for p in run_dir.rglob('metadata.yaml')]
     assert {b.name for b in bags} >= {'guidance_control'} and len(bags) == 2, bags
     counts = {}

@@ -122,6 +122,10 @@ def test_record_sim_profile_images_the_virtual_patient_at_the_franky_sim_pose(pr
     assert len(frames.images) >= 30 and len(poses.stamps_ns) >= 500
     assert synced.valid.mean() > 0.5
     # The simulated arm went down to the chest (the patient's skin is about 150 mm above base)
-    # and the renderer drew tissue there, not an empty sector.
+    # and the renderer drew tissue there, not an empty sector. The scripted scan slides over the lung
+    # now and then (stretches of frames without echo), so most frames of the second half, not the
+    # last one, must show tissue.
     assert poses.poses_mm[-1][2, 3] < 200
-    assert frames.images[-1].mean() > 5
+    late = frames.images[len(frames.images) // 2 :]
+    means = [round(float(image.mean()), 1) for image in late]
+    assert sum(mean > 5 for mean in means) > 0.5 * len(means), means

@@ -40,7 +40,6 @@ def test_list_and_check_every_new_profile(model):
 @pytest.mark.parametrize(
     'override, message',
     [
-        ([], 'model file out/models/cpu_dreamer.onnx does not exist'),
         (['--arg', 'model=/no/such/model.onnx'], 'model file /no/such/model.onnx does not exist'),
         (['--arg', 'target_plane=A2C'], "node guidance: parameter 'target_plane' = 'A2C': must be one of"),
         (['--arg', 'target_plane=A2C'], "node arm_control: kinematic.sim_plane: unknown target plane 'A2C'"),
@@ -61,6 +60,13 @@ def test_check_applies_arguments_and_overrides_and_rejects_each_bad_one(override
     assert result.returncode == 1, result.stdout + result.stderr
     assert message in result.stderr, result.stderr
     assert 'consistent' not in result.stdout
+
+
+def test_check_passes_with_the_profile_defaults_on_a_fresh_clone():
+    # Every default of the profile exists in the repository (model: default = models/guidance/).
+    result = up('autonomous_sim', '--check')
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert 'consistent' in result.stdout
 
 
 def test_check_accepts_an_integer_where_a_float_is_expected_and_a_free_port(model):
