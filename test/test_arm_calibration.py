@@ -45,3 +45,17 @@ def test_round_trip_through_as_config():
 def test_bad_calibration_names_the_problem(config, fragment):
     with pytest.raises(CalibrationError, match=fragment):
         FlangeToProbeCalibration.from_config(config)
+
+
+def test_calibration_from_file_reads_what_the_nodes_read(tmp_path):
+    from echo_guidance.arm.calibration import CalibrationError, calibration_from_file
+
+    nominal = calibration_from_file()  # config/arm_calibration.yaml
+    np.testing.assert_allclose(nominal.matrix_mm[:3, 3], [0.0, 0.0, 135.0])
+    assert 'not measured' in nominal.source
+    bad = tmp_path / 'cal.yaml'
+    bad.write_text('/**:\n  ros__parameters:\n    flange_to_probe:\n      rpy_deg: [0.0, 0.0, 90.0]\n')
+    with pytest.raises(CalibrationError, match='translation_mm'):
+        calibration_from_file(bad)
+    with pytest.raises(CalibrationError, match='does not exist'):
+        calibration_from_file(tmp_path / 'none.yaml')

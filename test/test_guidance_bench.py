@@ -165,24 +165,18 @@ def test_bench_live_measures_frame_to_guidance_latency_across_processes(
 
 def test_bench_live_sim_puts_the_scripted_probe_where_the_models_run():
     """With --source sim the scripted arm must hold the probe over the heart: frames with echo."""
-    import yaml
-
-    from echo_guidance.arm.calibration import FlangeToProbeCalibration
+    from echo_guidance.arm.calibration import calibration_from_file
     from echo_guidance.arm.trajectory import SinusoidTrajectory
     from echo_guidance.bench.live import SIM_SEED, scripted_scan_near_plane
     from echo_guidance.guidance.echo import EchoConfig, echo_fraction
-    from echo_guidance.resources import config_path
     from echo_guidance.sim import Patient, ProbeConfig, ProbeRenderer
 
     params = scripted_scan_near_plane()
     trajectory = SinusoidTrajectory.from_config(
         {'centre': params['scripted.centre'], 'amplitude': params['scripted.amplitude']}
     )
-    calibration = FlangeToProbeCalibration.from_config(
-        yaml.safe_load(config_path('arm_calibration.yaml').read_text())['/**']['ros__parameters'][
-            'flange_to_probe'
-        ]
-    )
+    calibration = calibration_from_file()
+    assert calibration.source  # read from config/arm_calibration.yaml, not defaults
     renderer = ProbeRenderer(Patient.from_seed(SIM_SEED), ProbeConfig(width=128, height=128))
     needed = EchoConfig().min_fraction
     for t_s in np.linspace(0.0, 120.0, 61):

@@ -162,3 +162,24 @@ def calibration_from_node(node, prefix='flange_to_probe'):
         raise CalibrationError(
             f'{error}; give the node config/arm_calibration.yaml with --params-file'
         ) from error
+
+
+def calibration_from_file(path=None, prefix='flange_to_probe'):
+    """The calibration in a ROS 2 parameter file (default: ``config/arm_calibration.yaml``), off ROS.
+
+    Reads the ``/**`` section the nodes read with ``--params-file``, so code that needs the
+    calibration without a node (benchmarks, tests) uses the very same values.
+
+    Raises:
+        CalibrationError: the file or its ``<prefix>.*`` entries are missing or malformed.
+    """
+    from echo_guidance.guidance.settings import guidance_parameters_from_yaml
+    from echo_guidance.resources import config_path
+
+    path = path or config_path('arm_calibration.yaml')
+    try:
+        flat = guidance_parameters_from_yaml(path, node='/**')
+    except ValueError as error:
+        raise CalibrationError(f'cannot read the flange -> probe calibration: {error}') from None
+    config = {key: flat[f'{prefix}.{key}'] for key in CALIBRATION_KEYS if f'{prefix}.{key}' in flat}
+    return FlangeToProbeCalibration.from_config(config, source=str(flat.get(f'{prefix}.source', '')))

@@ -50,17 +50,11 @@ def scripted_scan_near_plane(seed=SIM_SEED, plane=SIM_PLANE, sway=SIM_SWAY):
     flange → probe calibration of config/arm_calibration.yaml) on the plane of virtual patient
     ``seed``, slid onto the skin.
     """
-    import yaml
-
-    from echo_guidance.arm.calibration import FlangeToProbeCalibration
+    from echo_guidance.arm.calibration import calibration_from_file
     from echo_guidance.geometry import matrix_to_action
-    from echo_guidance.resources import config_path
     from echo_guidance.sim import Patient
 
-    calibration_yaml = yaml.safe_load(config_path('arm_calibration.yaml').read_text())
-    calibration = FlangeToProbeCalibration.from_config(
-        calibration_yaml['/**']['ros__parameters']['flange_to_probe']
-    )
+    calibration = calibration_from_file()
     patient = Patient.from_seed(seed)
     probe = patient.in_contact(patient.standard_plane_pose(plane))
     centre = matrix_to_action(calibration.flange_pose(probe))
