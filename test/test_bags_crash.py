@@ -255,3 +255,64 @@ def test_background_fsync_runs_while_writing_and_stops_at_close(tmp_path, monkey
     assert not [t for t in threading.enumerate() if t.name == 'bag-fsync-bg']
     with DemonstrationBagReader(bag) as reader:
         assert reader.message_counts['/us/image'] == i
+
+
+class _InterruptibleFile:
+    """A binary file whose next write can be cut off after ``cut_after`` bytes by KeyboardInterrupt.
+
+    That is what a signal handler that raises (rclpy's SIGINT handler) does to a large write: the
+    bytes before it reach the file, the rest never do, and the MCAP writer has already counted them
+    in the data checksum.
+    """
+
+    def __init__(self, stream):
+        self._stream = stream
+        self.cut_after = None
+
+    def write(self, data):
+        if self.cut_after is not None and len(data) > self.cut_after:
+            self._stream.write(bytes(data)[: self.cut_after])
+            self.cut_after = None
+            raise KeyboardInterrupt
+        return self._stream.write(data)
+
+    def __getattr__(self, name):
+        return getattr(self._stream, name)
+
+
+# Cut 1000 bytes into the next frame's record (3155 bytes): that frame is lost. Cut 5000 bytes into
+# the next write larger than that, the summary written by close(): every frame is kept.
+@pytest.mark.parametrize(('cut_after', 'frames_kept'), [(1000, 4), (5000, 5)])
+def test_a_write_interrupted_midway_leaves_the_bag_unfinished_and_repairable(
+    tmp_path, monkeypatch, cut_after, frames_kept
+):
+    import builtins
+
+    from echo_guidance.bags import writer as writer_module
+
+    files = []
+
+    def interruptible_open(path, mode):
+        files.append(_InterruptibleFile(builtins.open(path, mode)))
+        return files[-1]
+
+    monkeypatch.setattr(writer_module, 'open', interruptible_open, raising=False)
+    bag = tmp_path / 'b'
+    with pytest.raises(KeyboardInterrupt):
+        with DemonstrationBagWriter(bag, make_session(), fsync_interval_s=None) as writer:
+            poses = write_demo(writer, 4)
+            (stream,) = files
+            stream.cut_after = cut_after
+            writer.write_image(frame(4), T0_NS + poses * 1_000_000)
+    # Not sealed: a summary written after the cut-off record would give a "complete" bag whose data
+    # checksum does not match (found by `bag check`, not by the recorder).
+    state, has_footer = _mcap_records_in_flight(bag)
+    assert (state, has_footer) == (schema.STATE_IN_PROGRESS, False)
+    with pytest.raises(CorruptBagError):
+        DemonstrationBagReader(bag).close()
+    report = repair_bag(bag)
+    assert report.action == 'rewritten'
+    with DemonstrationBagReader(bag) as reader:
+        assert [frame_index(im) for _, im in reader.iter_frames()] == list(range(frames_kept))
+        assert reader.message_counts['/arm/probe_pose'] == 16
+    assert check_bag(bag).ok

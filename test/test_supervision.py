@@ -387,3 +387,48 @@ def test_a_recorder_crash_names_the_cut_off_bag_and_its_repair_command(tmp_path,
     assert repaired.returncode == 0, repaired.stdout + repaired.stderr
     with DemonstrationBagReader(bag) as reader:
         assert reader.message_counts['/us/image'] >= acknowledged
+
+
+CRITICAL_SECTION_NODE = '''
+import sys, time
+from rclpy.node import Node
+from echo_guidance.nodes._common import run_node
+
+class CriticalSection(Node):
+    def __init__(self):
+        super().__init__('critical_section')
+        self.create_timer(0.05, self.work)
+
+    def work(self):
+        print('BEGIN', flush=True)
+        start = time.monotonic()
+        while time.monotonic() - start < 1.0:  # Python bytecode: where an exception raised by a handler lands
+            pass
+        print('END', flush=True)
+
+    def close(self):
+        print('CLOSE', flush=True)
+
+sys.exit(run_node(CriticalSection))
+'''
+
+
+@pytest.mark.parametrize('sig', ['SIGINT', 'SIGTERM'])
+def test_a_stop_signal_lets_the_running_callback_finish_before_close(sig, ros_env, wait_until):
+    """A recorder writing a bag message or arm control sending a command is not cut off mid-callback."""
+    node = subprocess.Popen(
+        [sys.executable, '-c', CRITICAL_SECTION_NODE],
+        env=ros_env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        assert node.stdout.readline().strip() == 'BEGIN'
+        node.send_signal(getattr(signal, sig))
+        output, _ = node.communicate(timeout=20)
+    finally:
+        node.kill()
+    lines = output.split()
+    assert lines[:2] == ['END', 'CLOSE'], output
+    assert node.returncode == 0, output

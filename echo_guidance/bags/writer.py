@@ -378,9 +378,11 @@ class DemonstrationBagWriter:
                 sequence=self.message_counts[topic] & 0xFFFFFFFF,
             )
             self._stream.flush()
-        except OSError as exc:
-            # A partial record may be on disk now; nothing more can be appended after it.
-            self._failed = f'{type(exc).__name__}: {exc}'
+        except BaseException as exc:
+            # A partial record may be on disk now (a disk error, or an exception such as
+            # KeyboardInterrupt raised between the checksum update and the write): nothing more can be
+            # appended after it, and close() leaves the bag unfinished for repair instead of sealing it.
+            self._failed = f'{type(exc).__name__} while writing a {topic} message: {exc}'
             raise
         if self._first_log_time is None:
             self._first_log_time = log_time
@@ -577,9 +579,16 @@ class DemonstrationBagWriter:
         if not self._session_written:
             stamp = self.session['stamp_ns']
             self._write_session(stamp + 1 if stamp is not None else time.time_ns())
-        self._mcap.finish()
-        self._stream.flush()
-        os.fsync(self._stream.fileno())
+        try:
+            self._mcap.finish()
+            self._stream.flush()
+            os.fsync(self._stream.fileno())
+        except BaseException as exc:
+            # A summary cut short: the bag stays "in progress" (every message before it is intact).
+            self._failed = f'{type(exc).__name__} while finishing: {exc}'
+            self._stream.close()
+            self._closed = True
+            raise
         self._stream.close()
         self._write_metadata(schema.STATE_COMPLETE)
         self._closed = True

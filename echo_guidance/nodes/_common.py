@@ -309,6 +309,12 @@ def run_node(node_factory, args=None):
     parameter the node does not declare (a misspelt name that ROS would silently ignore), are
     logged and give exit code 2. Ctrl-C, SIGTERM and external shutdown end the node cleanly with 0.
 
+    Once the node spins, SIGINT and SIGTERM only ask it to stop: the callback that runs when the signal
+    arrives finishes, then the node's ``close()`` runs. No exception is raised into the middle of a
+    callback, so a bag message or an arm command is never left half written (rclpy's own handlers
+    raise KeyboardInterrupt wherever the main thread happens to be). Before spinning, while the node is
+    built, SIGINT and SIGTERM interrupt at once (KeyboardInterrupt).
+
     A node started by a launcher (``ECHO_GUIDANCE_SUPERVISOR_PID``, :mod:`echo_guidance.up.supervise`)
     refuses to start when the launcher is already gone (exit 3) and shuts itself down (SIGTERM to
     itself: the same clean path) as soon as it is orphaned.
@@ -318,6 +324,7 @@ def run_node(node_factory, args=None):
 
     import rclpy
     from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
+    from rclpy.signals import SignalHandlerOptions
 
     from echo_guidance.up.supervise import SupervisorWatch
 
@@ -325,8 +332,10 @@ def run_node(node_factory, args=None):
     if supervisor.gone():
         print(f'[ERROR] cannot start: {supervisor.describe()}', file=sys.stderr, flush=True)
         return 3
-    rclpy.init(args=args)
+    rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
     node = None
+    stop = _StopRequest()
+    previous = {sig: signal.signal(sig, stop.handle) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         try:
             node = node_factory()
@@ -342,7 +351,10 @@ def run_node(node_factory, args=None):
         supervisor.start_thread(orphaned)
         executor = SingleThreadedExecutor()
         executor.add_node(node)
-        executor.spin()
+        stop.spinning()
+        while not stop.requested and rclpy.ok():
+            # The timeout bounds how long a signal waits for its Python handler while nothing arrives.
+            executor.spin_once(timeout_sec=SIGNAL_CHECK_S)
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     except RuntimeError:
@@ -358,4 +370,28 @@ def run_node(node_factory, args=None):
             node.destroy_node()
         if rclpy.ok():
             rclpy.shutdown()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
     return 0
+
+
+# Longest wait of the spinning node between looks at a stop request (a signal's Python handler runs
+# when the executor's wait returns).
+SIGNAL_CHECK_S = 0.1
+
+
+class _StopRequest:
+    """SIGINT/SIGTERM handler of :func:`run_node`: interrupt while the node is built, then ask it to stop."""
+
+    def __init__(self):
+        self.requested = False
+        self._spinning = False
+
+    def spinning(self):
+        """From now on a signal only sets ``requested``: the spin loop ends between callbacks."""
+        self._spinning = True
+
+    def handle(self, signum, frame):
+        if not self._spinning:
+            raise KeyboardInterrupt
+        self.requested = True
