@@ -4,7 +4,8 @@
   process tree whose middle process is SIGKILLed, cut-off bag detection, typed profile values.
 * Nodes as real processes: an unknown parameter name refuses the start; an integer where a float is
   expected is accepted; the display's port argument takes effect (a given port, and 0 when the
-  preferred port is busy).
+  preferred port is busy); SIGINT or SIGTERM lets the callback that is running finish before the
+  node's close() (no exception raised into it).
 * The launchers as real processes (slow): ``up autonomous_sim``, ``demo`` and ``record`` get SIGINT,
   SIGTERM, SIGHUP or SIGKILL mid-run; 3 s later no process of the graph is alive, arm control stopped
   the arm, the display's port is free, no traceback was printed, and the demonstration bag is complete
