@@ -335,19 +335,26 @@ class PlannerConfig:
         1.5, 's', 0.0, 60.0, 'low-confidence time before a search starts', low_open=True
     )
     search_mm: float = _spec(
-        8.0, 'mm', 0.0, 30.0, 'slide of the first search round (probe x, y)', low_open=True
+        12.0,
+        'mm',
+        0.0,
+        30.0,
+        'radius of the first search ring (probe x, y); ring k has k times it',
+        low_open=True,
     )
-    search_deg: float = _spec(8.0, 'deg', 0.0, 30.0, 'tilt of the first search round', low_open=True)
+    search_deg: float = _spec(
+        0.0, 'deg', 0.0, 30.0, 'tilt of each ring pose, its beam leaning toward the centre (0: slides only)'
+    )
     search_press_mm: float = _spec(
         3.0,
         'mm',
         0.0,
         10.0,
         'a search first presses the probe this far along its beam (a probe off the skin regains contact), '
-        'then slides and tilts from there',
+        'then searches on rings around that pressed pose',
     )
     search_dwell_s: float = _spec(0.6, 's', 0.0, 10.0, 'time held still at each search pose', low_open=True)
-    search_rounds: int = _spec(2, '1', 1, 10, 'search rounds, each 1.5x wider, before the planner holds')
+    search_rounds: int = _spec(2, '1', 1, 10, 'search rings (8 poses each) before the planner holds')
 
     def __post_init__(self):
         """Check every value; raise LimitsError naming the key."""

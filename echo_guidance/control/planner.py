@@ -37,6 +37,9 @@ import numpy as np
 from echo_guidance.control.envelope import matrix_to_rotvec_deg, rotation_angle_deg, rotvec_to_matrix
 from echo_guidance.geometry import action_to_matrix
 
+# Poses on each search ring (every 45 degrees around where the search began).
+SEARCH_RING_POSES = 8
+
 
 @dataclasses.dataclass(frozen=True)
 class Proposal:
@@ -252,27 +255,27 @@ class StepPlanner:
     def search_offsets(self, round_index):
         """Offsets (x, y, z mm, roll, pitch, yaw deg) of one search round, from where the search began.
 
-        First pressed ``search_press_mm`` along the beam (a probe that lost contact finds the skin
-        again), then from that pressed pose slides along the array and the elevation and tilts about
-        both, to either side; each round is 1.5 times wider than the one before.
+        Round ``k`` (from 0) is a ring of :data:`SEARCH_RING_POSES` poses at radius
+        ``(k + 1) * search_mm`` in the probe's x-y plane (along the array and the elevation), each ring
+        turned half a step against the one before so that no direction is looked at twice; all of them
+        pressed ``search_press_mm`` along the beam, and round 0 first visits the pressed pose itself (a
+        probe that lost contact finds the skin again, and guidance that only needed time gets it). With
+        ``search_deg`` each ring pose also tilts that far, its beam leaning back toward the centre.
+
+        The ring replaced a compass pattern (slide and tilt to either side of the centre, 1.5 times
+        wider each round) that came back through the centre between poses: on the same 2 rounds the
+        ring reaches twice as far from where the guidance was lost (docs/autonomous.md section 4).
         """
-        a = self.config.search_mm * 1.5**round_index
-        t = self.config.search_deg * 1.5**round_index
-        p = self.config.search_press_mm
-        return np.array(
-            [
-                [0, 0, p, 0, 0, 0],
-                [a, 0, p, 0, 0, 0],
-                [-a, 0, p, 0, 0, 0],
-                [0, a, p, 0, 0, 0],
-                [0, -a, p, 0, 0, 0],
-                [0, 0, p, t, 0, 0],
-                [0, 0, p, -t, 0, 0],
-                [0, 0, p, 0, t, 0],
-                [0, 0, p, 0, -t, 0],
-            ],
-            dtype=float,
-        )
+        cfg = self.config
+        radius, press, tilt = cfg.search_mm * (round_index + 1), cfg.search_press_mm, cfg.search_deg
+        steps = np.arange(SEARCH_RING_POSES) + 0.5 * (round_index % 2)
+        angles = np.deg2rad(steps * 360.0 / SEARCH_RING_POSES)
+        ring = [
+            [radius * math.cos(a), radius * math.sin(a), press, tilt * math.sin(a), -tilt * math.cos(a), 0.0]
+            for a in angles
+        ]
+        centre = [[0.0, 0.0, press, 0.0, 0.0, 0.0]] if round_index == 0 else []
+        return np.array(centre + ring, dtype=float)
 
     def propose_search(self, pose_mm, base_mm, velocity, angular_velocity, workspace=None):
         """The next step of the search pattern (the envelope bounds it), or None once it is over."""
