@@ -11,7 +11,7 @@ and every validation and test patient stay unseen):
    3 mm);
 3. ``train`` the coarse and the fine model (config/train/default_coarse.yaml, default_fine.yaml);
 4. ``export`` both to ONNX (round 0);
-5. DAgger rounds (``Recipe.dagger_rounds``; one in the installed models, see
+5. DAgger rounds (``Recipe.dagger_rounds``; two in the installed models, see
    docs/guidance-models.md): ``dataset dagger`` runs the current coarse-to-fine stack in closed loop on other
    training patients and labels every pose it visited; ``dataset merge`` adds those samples to both
    datasets; ``train`` continues each model from its previous weights (``train.init_from``) on the
@@ -61,7 +61,7 @@ class Recipe:
     fine_regions: tuple = ('0.4:4,4,2', '0.4:10,10,4', '0.2:1.5,1.5,1')
     coarse_size: int = 96
     fine_size: int = 128
-    dagger_rounds: int = 1
+    dagger_rounds: int = 2
     dagger_patients: int = 60
     dagger_starts: int = 2
     finetune_steps: int = 3000
